@@ -1,0 +1,94 @@
+"""The container's entrypoint: validate, write the private files, then become the supervisor.
+
+The supervisor is exec'd with a clean environment, so that no process in the container, PID 1
+included, keeps the PEM in /proc/<pid>/environ (dropping it from os.environ is not enough).
+SIGTERM/SIGINT stay blocked across the exec: one that arrives during start-up stays pending until
+the supervisor can act on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+
+from entrypoint import settings, tls
+from entrypoint.cluster import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    LOG_FORMAT,
+    PLAN_FILE,
+    Plan,
+    clean_environment,
+)
+from entrypoint.errors import EXIT_FAILURE, EXIT_OK, StartupError
+from entrypoint.private_files import (
+    PRIVATE_DIR,
+    remove_private_files,
+    require_tmpfs,
+    write_private_files,
+)
+from entrypoint.supervisor import STOP_SIGNALS
+
+EXIT_USAGE = 64
+USAGE = """\
+usage: docker run [-p 8786:8786 -p 8787:8787] -e DASK_CLUSTER_CERT -e DASK_CLUSTER_KEY IMAGE
+Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
+  DASK_CLUSTER_CERT   PEM certificate (self-signed, or issued by DASK_CLUSTER_CA)   required
+  DASK_CLUSTER_KEY    PEM private key matching the certificate                       required
+  DASK_CLUSTER_CA     PEM CA certificate(s) that issued it                           optional
+  NUM_WORKERS         worker processes              (default: CPUs of the container)
+  THREADS_PER_WORKER  threads in each worker        (default: CPUs / NUM_WORKERS)
+  MEMORY_PER_WORKER   GB, or a size like 512MiB     (default: container memory / NUM_WORKERS)"""
+
+log = logging.getLogger("entrypoint")
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:]:
+        print(USAGE, file=sys.stderr if argv[1:] != ["--help"] else sys.stdout)
+        return EXIT_OK if argv[1:] == ["--help"] else EXIT_USAGE
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
+    )
+    try:
+        prepare()
+    except StartupError as error:
+        log.error("%s", error)
+        return error.exit_code
+    supervisor = [sys.executable, "-m", "entrypoint.supervisor", str(PRIVATE_DIR)]
+    try:
+        os.execve(sys.executable, supervisor, clean_environment(os.environ))
+    except OSError as error:
+        remove_private_files(PRIVATE_DIR)
+        log.error("cannot start the supervisor: %s", error.strerror)
+    return EXIT_FAILURE
+
+
+def prepare() -> None:
+    """Validate everything, then write the private files; on StartupError nothing is written."""
+    checked = settings.from_environ(os.environ)
+    material = tls.check(checked, datetime.now(UTC))
+    require_tmpfs(PRIVATE_DIR)
+    plan = Plan.of(PRIVATE_DIR, checked.sizing)
+    write_private_files(
+        PRIVATE_DIR,
+        {
+            CERT_FILE: material.cert_pem,
+            KEY_FILE: material.key_pem,
+            CA_FILE: material.ca_pem,
+            PLAN_FILE: plan.to_json(),
+        },
+    )
+    log.info(
+        "%d workers x %d threads, memory limit %s each; scheduler tls://:8786, dashboard https://:8787",
+        plan.workers, plan.threads_per_worker, plan.memory_limit,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

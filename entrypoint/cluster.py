@@ -1,0 +1,111 @@
+"""What runs: the cluster plan (no secrets; written beside the keys), and the command line and
+environment each process gets from it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from entrypoint.settings import Sizing
+
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+CERT_FILE, KEY_FILE, CA_FILE, PLAN_FILE = "cert.pem", "key.pem", "ca.pem", "plan.json"
+# Variables a child may inherit; everything else (the secrets above all) is dropped.
+PASSED_VARIABLES = {
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+}
+PASSED_PREFIX, SECRET_PREFIX = "DASK_", "DASK_CLUSTER_"
+LOG_FORMAT = "%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class Plan:
+    directory: str
+    workers: int
+    threads_per_worker: int
+    memory_limit: str
+
+    @classmethod
+    def of(cls, directory: Path, sizing: Sizing) -> Plan:
+        return cls(str(directory), sizing.workers, sizing.threads_per_worker, sizing.memory_limit)
+
+    @classmethod
+    def load(cls, directory: Path) -> Plan:
+        return cls(**json.loads((directory / PLAN_FILE).read_text()))
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    def path(self, name: str) -> str:
+        return str(Path(self.directory) / name)
+
+    @property
+    def local_scheduler(self) -> str:
+        return f"tls://127.0.0.1:{SCHEDULER_PORT}"
+
+
+def scheduler_command(plan: Plan) -> list[str]:
+    return [
+        *_dask("scheduler"),
+        "--protocol", "tls",
+        "--port", str(SCHEDULER_PORT),
+        "--dashboard-address", f":{DASHBOARD_PORT}",
+    ]  # fmt: skip
+
+
+def workers_command(plan: Plan) -> list[str]:
+    """One `dask worker` process whose N nannies each keep one worker process alive."""
+    return [
+        *_dask("worker"),
+        plan.local_scheduler,
+        "--nworkers", str(plan.workers),
+        "--nthreads", str(plan.threads_per_worker),
+        "--memory-limit", plan.memory_limit,
+        "--name", "worker",
+        # worker dashboards would be plain HTTP listeners; the scheduler's (HTTPS) shows the workers
+        "--no-dashboard",
+    ]  # fmt: skip
+
+
+def _dask(command: str) -> list[str]:
+    return [sys.executable, "-m", f"distributed.cli.dask_{command}"]
+
+
+def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of `environ`: no DASK_CLUSTER_* variable, no value holding a PEM."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in PASSED_VARIABLES or name.startswith(PASSED_PREFIX))
+        and not name.startswith(SECRET_PREFIX)
+        and "-----BEGIN" not in value
+    }
+
+
+def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict[str, str]:
+    """`environ` cleaned, plus dask config that points every TLS setting at the private files and
+    requires encryption (so no process can listen on or connect to plain tcp://)."""
+    tls = "DASK_DISTRIBUTED__COMM__TLS__"
+    dashboard = "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__"
+    cert, key, ca = plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE)
+    return {
+        **clean_environment(environ),
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        f"{tls}CA_FILE": ca,
+        **{f"{tls}{end}__CERT": cert for end in ("SCHEDULER", "WORKER", "CLIENT")},
+        **{f"{tls}{end}__KEY": key for end in ("SCHEDULER", "WORKER", "CLIENT")},
+        f"{dashboard}CERT": cert,
+        f"{dashboard}KEY": key,
+        f"{dashboard}CA_FILE": ca,
+        "DASK_DISTRIBUTED__ADMIN__LOG_FORMAT": LOG_FORMAT.format(role=role),
+    }

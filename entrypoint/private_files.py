@@ -1,0 +1,92 @@
+"""The private directory on tmpfs that holds the key material while the cluster runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from entrypoint.errors import StartupError
+
+# /dev/shm is a tmpfs in every Docker container, and stays writable under --read-only.
+PRIVATE_DIR = Path("/dev/shm/dask-tls")
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding `path`: the longest mount prefix in mountinfo."""
+    best, fstype = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mount_point = fields[4].replace("\\040", " ")
+        inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, fstype = mount_point, fields[fields.index("-") + 1]
+    return fstype
+
+
+def require_tmpfs(directory: Path) -> None:
+    if filesystem_type(directory.parent) != "tmpfs":
+        raise StartupError(f"{directory.parent} is not a tmpfs: keys must not touch a disk")
+
+
+def write_private_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Create `directory` (0700) holding `files` (0600 each, created exclusively, symlinks refused).
+
+    On failure nothing is left behind. A directory left by an earlier run of ours (same owner,
+    a real directory) is removed first; anything else in the way is refused.
+    """
+    _remove_stale(directory)
+    old_umask = os.umask(0o077)
+    try:
+        directory.mkdir(mode=0o700)
+        _check_private(directory)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for name, data in files.items():
+                _write_new(dir_fd, name, data)
+        finally:
+            os.close(dir_fd)
+    except OSError as error:
+        remove_private_files(directory)
+        raise StartupError(
+            f"cannot write the private files in {directory}: {error.strerror}"
+        ) from None
+    except BaseException:
+        remove_private_files(directory)
+        raise
+    finally:
+        os.umask(old_umask)
+
+
+def remove_private_files(directory: Path) -> None:
+    """When this returns, `directory` no longer exists (a symlink in its place is left alone)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        if not directory.is_symlink():
+            shutil.rmtree(directory)
+
+
+def _remove_stale(directory: Path) -> None:
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise StartupError(
+            f"{directory} exists and is not ours: remove it, or restart the container"
+        )
+    shutil.rmtree(directory)
+
+
+def _check_private(directory: Path) -> None:
+    info = os.lstat(directory)
+    if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:
+        raise StartupError(f"{directory} was not created private (0700, ours)")
+
+
+def _write_new(dir_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)

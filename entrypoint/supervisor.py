@@ -1,0 +1,260 @@
+"""PID 1 of the container: starts the scheduler and the workers, reaps every child, restarts the
+workers, and stops everything on SIGTERM/SIGINT.
+
+What deaths mean: the scheduler is the cluster, so if it dies the container exits non-zero (a
+restart policy then acts). A worker process that dies is replaced by its nanny (distributed); if
+the whole `dask worker` process dies it is restarted here with backoff, and after RESTART_DELAYS
+are spent on quick failures in a row the container exits non-zero rather than loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+from entrypoint.cluster import (
+    LOG_FORMAT,
+    Plan,
+    child_environment,
+    scheduler_command,
+    workers_command,
+)
+from entrypoint.errors import EXIT_FAILURE, EXIT_OK
+from entrypoint.private_files import remove_private_files
+
+SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGCHLD: "chld"}
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+TICK = 0.5  # the loop wakes at least this often, even if a SIGCHLD was lost
+WORKERS_GRACE = 5.0  # inside Docker's 10 s: nannies close their workers, then we SIGKILL
+SCHEDULER_GRACE = 2.0
+KILL_WAIT = 1.0
+RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+STABLE_AFTER = 60.0  # a worker process that ran this long resets the count of quick failures
+
+log = logging.getLogger("entrypoint")
+Spawn = Callable[[list[str], dict[str, str]], int]
+Kill = Callable[[int, int], None]
+WaitPid = Callable[[int, int], tuple[int, int]]
+Clock = Callable[[], float]
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> int:
+    """Start `argv` in a process group of its own with signals unblocked (we block some across
+    exec, see __main__), so a terminal's Ctrl-C reaches only us and we decide the order."""
+    return os.posix_spawn(argv[0], argv, env, setpgroup=0, setsigmask=())
+
+
+class Child:
+    """One process we started; `pid` is None once it has been reaped."""
+
+    def __init__(
+        self, role: str, argv: list[str], env: dict[str, str], *, spawn: Spawn = spawn,
+        kill: Kill = os.kill,
+    ) -> None:  # fmt: skip
+        self.role, self.argv, self.env = role, argv, env
+        self.pid: int | None = None
+        self.group: int | None = None
+        self.started_at = 0.0
+        self._spawn, self._kill = spawn, kill
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, now: float) -> None:
+        self.pid = self.group = self._spawn(self.argv, self.env)
+        self.started_at = now
+        log.info("%s[%d] started", self.role, self.pid)
+
+    def signal(self, signum: int) -> None:
+        if self.pid is not None:
+            self._send(self.pid, signum)
+
+    def kill_group(self) -> None:
+        """SIGKILL every process left in the child's group, its own children included."""
+        if self.group is not None:
+            self._send(-self.group, signal.SIGKILL)
+
+    def reaped(self) -> None:
+        self.pid = None
+
+    def _send(self, target: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._kill(target, signum)
+
+
+class Supervisor:
+    def __init__(
+        self, scheduler: Child, workers: Child, *, waitpid: WaitPid = os.waitpid,
+        clock: Clock = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.scheduler, self.workers = scheduler, workers
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.exit_code: int | None = None
+        self.restart_at: float | None = None
+        self.quick_failures = 0
+        self.hurry = False
+        self._waitpid, self._clock = waitpid, clock
+
+    def install_signal_handlers(self) -> None:
+        for signum in SIGNALS:
+            signal.signal(signum, self._record)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.put(signum)  # nothing else here: the loop logs and acts
+
+    def run(self) -> int:
+        """Start both children, supervise until told to stop or the scheduler dies, then stop."""
+        self.step(timeout=0)  # a signal that arrived during start-up: stop before starting
+        if self.exit_code is None:
+            now = self._clock()
+            self.scheduler.start(now)
+            self.workers.start(now)
+        while self.exit_code is None:
+            self.step(timeout=TICK)
+        self.stop()
+        return self.exit_code
+
+    def step(self, timeout: float) -> None:
+        """One turn: act on at most one signal, reap, restart what is due."""
+        try:
+            signum: int | None = self.signals.get(block=timeout > 0, timeout=timeout or None)
+        except queue.Empty:
+            signum = None
+        if signum is not None:
+            getattr(self, f"handle_{SIGNALS[signal.Signals(signum)]}")()
+        self.reap()
+        self.restart_due()
+
+    def handle_term(self) -> None:
+        self._begin_stop("SIGTERM")
+
+    def handle_int(self) -> None:
+        self._begin_stop("SIGINT")
+
+    def handle_chld(self) -> None:
+        pass  # every turn reaps
+
+    def _begin_stop(self, name: str) -> None:
+        if self.exit_code is None:
+            log.info("%s received: stopping the workers, then the scheduler", name)
+            self.exit_code = EXIT_OK
+
+    def reap(self) -> None:
+        for pid, status in self._reaped():
+            child = next((c for c in (self.scheduler, self.workers) if c.pid == pid), None)
+            if child is None:
+                log.debug("reaped orphan %d", pid)  # e.g. a worker process of a killed nanny
+                continue
+            child.reaped()
+            self._on_exit(child, pid, os.waitstatus_to_exitcode(status))
+
+    def _reaped(self) -> Iterator[tuple[int, int]]:
+        while True:
+            try:
+                pid, status = self._waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            yield pid, status
+
+    def _on_exit(self, child: Child, pid: int, code: int) -> None:
+        how = describe_exit(code)
+        if self.exit_code is not None:
+            log.info("%s[%d] %s", child.role, pid, how)
+        elif child is self.scheduler:
+            log.error(
+                "%s[%d] %s: the cluster is gone, stopping the container", child.role, pid, how
+            )
+            self.exit_code = EXIT_FAILURE
+        else:
+            self._schedule_restart(child, pid, how)
+
+    def _schedule_restart(self, child: Child, pid: int, how: str) -> None:
+        now = self._clock()
+        if now - child.started_at >= STABLE_AFTER:
+            self.quick_failures = 0
+        if self.quick_failures >= len(RESTART_DELAYS):
+            failures = self.quick_failures + 1
+            log.error("%s[%d] %s, %d times in a row: giving up", child.role, pid, how, failures)
+            self.exit_code = EXIT_FAILURE
+            return
+        delay = RESTART_DELAYS[self.quick_failures]
+        self.quick_failures += 1
+        log.error("%s[%d] %s: restarting in %.0f s", child.role, pid, how, delay)
+        self.restart_at = now + delay
+
+    def restart_due(self) -> None:
+        due = self.restart_at is not None and self._clock() >= self.restart_at
+        if self.exit_code is None and due:
+            self.restart_at = None
+            self.workers.start(self._clock())
+
+    def stop(self) -> None:
+        """When this returns, every child has been reaped: workers first, then the scheduler, each
+        SIGTERMed, then SIGKILLed with its whole group once its grace is spent."""
+        self.restart_at = None
+        for child, grace in ((self.workers, WORKERS_GRACE), (self.scheduler, SCHEDULER_GRACE)):
+            if child.running:
+                child.signal(signal.SIGTERM)
+                if not self._wait_for(child, 0 if self.hurry else grace):
+                    log.warning("%s[%d] still running: SIGKILL", child.role, child.pid)
+            child.kill_group()  # also whatever it left behind in its group
+            self._wait_for(child, KILL_WAIT)
+        self.reap()
+
+    def _wait_for(self, child: Child, seconds: float) -> bool:
+        """Reap until `child` has exited or `seconds` pass; a second stop signal cuts it short."""
+        deadline = self._clock() + seconds
+        while child.running and self._clock() < deadline and not self.hurry:
+            try:
+                if self.signals.get(timeout=0.02) in STOP_SIGNALS:
+                    log.warning("second stop signal: not waiting any longer")
+                    self.hurry = True
+            except queue.Empty:
+                pass
+            self.reap()
+        return not child.running
+
+
+def describe_exit(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    name = signal.Signals(-code).name
+    hint = " (out of memory, or killed by hand?)" if -code == signal.SIGKILL else ""
+    return f"was killed by {name}{hint}"
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="supervisor")
+    )
+    directory = Path(argv[1])
+    try:
+        plan = Plan.load(directory)
+        environ = dict(os.environ)
+        scheduler_env = child_environment(environ, plan, "scheduler")
+        supervisor = Supervisor(
+            Child("scheduler", scheduler_command(plan), scheduler_env),
+            Child("workers", workers_command(plan), child_environment(environ, plan, "worker")),
+        )
+        supervisor.install_signal_handlers()
+        code = supervisor.run()
+    finally:
+        remove_private_files(directory)
+    log.info("stopped, exit code %d", code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

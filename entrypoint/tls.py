@@ -1,0 +1,175 @@
+"""Check the certificate, key and CA with `cryptography` before anything is written or started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from entrypoint.errors import ConfigError
+from entrypoint.settings import CA_VAR, CERT_VAR, KEY_VAR, Settings
+
+MIN_RSA_BITS = 2048
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass(frozen=True)
+class Material:
+    """PEM files as distributed reads them: leaf first, the key in clear PKCS#8."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    ca_pem: bytes  # the CA bundle; for a self-signed certificate, the certificate itself
+
+
+def check(settings: Settings, now: datetime) -> Material:
+    """Raise ConfigError unless the key matches the certificate, it is valid at `now` and the CA
+    (or, with no CA, the certificate itself) issued it."""
+    chain = _certificates(settings.cert_pem, CERT_VAR)
+    key = _private_key(settings.key_pem)
+    leaf = chain[0]
+    if key.public_key().public_bytes(*SPKI) != leaf.public_key().public_bytes(*SPKI):
+        raise ConfigError(
+            KEY_VAR,
+            f"the key does not match the certificate in {CERT_VAR}",
+            "pass the key that was generated together with that certificate",
+        )
+    _check_validity(leaf, now)
+    if settings.ca_pem is None:
+        _check_self_signed(leaf)
+        authorities = [leaf]
+    else:
+        authorities = _certificates(settings.ca_pem, CA_VAR)
+        _check_authorities(authorities)
+        _check_issued(chain, authorities)
+    return Material(
+        cert_pem=_pem_of(chain),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        ca_pem=_pem_of(authorities),
+    )
+
+
+def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
+    if b"PRIVATE KEY-----" in data and b"CERTIFICATE-----" not in data:
+        raise ConfigError(
+            name, "holds a private key, not a certificate", f"put the key in {KEY_VAR} instead"
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(
+            name,
+            "is not a PEM certificate (no complete, readable BEGIN CERTIFICATE block)",
+            "pass the whole file, BEGIN and END lines included",
+        ) from None
+    for certificate in certificates:
+        _check_key_strength(certificate.public_key(), name)
+    return certificates
+
+
+def _private_key(data: bytes) -> PrivateKeyTypes:
+    if b"CERTIFICATE-----" in data and b"PRIVATE KEY-----" not in data:
+        raise ConfigError(
+            KEY_VAR, "holds a certificate, not a private key", f"put it in {CERT_VAR} instead"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(
+            KEY_VAR, "the key is encrypted", "pass the key without a passphrase"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            KEY_VAR,
+            "is not a PEM private key (no complete, readable BEGIN PRIVATE KEY block)",
+            "pass the whole key file, BEGIN and END lines included",
+        ) from None
+    _check_key_strength(key.public_key(), KEY_VAR)
+    return key
+
+
+def _check_key_strength(public_key: object, name: str) -> None:
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
+        raise ConfigError(
+            name,
+            f"the RSA key has {public_key.key_size} bits, fewer than {MIN_RSA_BITS}",
+            f"issue a new certificate with an RSA key of at least {MIN_RSA_BITS} bits or ECDSA",
+        )
+
+
+def _check_validity(leaf: x509.Certificate, now: datetime) -> None:
+    if now < leaf.not_valid_before_utc:
+        raise ConfigError(
+            CERT_VAR,
+            f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "check this machine's clock or issue a certificate valid from now",
+        )
+    if now > leaf.not_valid_after_utc:
+        raise ConfigError(
+            CERT_VAR,
+            f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            "issue a new certificate",
+        )
+
+
+def _check_self_signed(leaf: x509.Certificate) -> None:
+    try:
+        leaf.verify_directly_issued_by(leaf)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ConfigError(
+            CA_VAR,
+            f"is not set and the certificate in {CERT_VAR} is not self-signed",
+            f"pass the CA certificate that issued it in {CA_VAR}",
+        ) from None
+
+
+def _check_authorities(authorities: list[x509.Certificate]) -> None:
+    for authority in authorities:
+        try:
+            is_ca = authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise ConfigError(
+                CA_VAR,
+                f"{authority.subject.rfc4514_string()} is not a CA certificate (basicConstraints)",
+                "pass the certificate of the CA that issued the cluster certificate",
+            )
+
+
+def _check_issued(chain: list[x509.Certificate], authorities: list[x509.Certificate]) -> None:
+    """Walk from the leaf through the given intermediates up to one of the authorities."""
+    current = chain[0]
+    for _ in range(len(chain)):
+        if any(_issued_by(current, authority) for authority in authorities):
+            return
+        parent = next((cert for cert in chain[1:] if _issued_by(current, cert)), None)
+        if parent is None:
+            break
+        current = parent
+    raise ConfigError(
+        CERT_VAR,
+        f"the certificate was not issued by the CA in {CA_VAR}",
+        f"pass the CA that signed it in {CA_VAR} (or leave {CA_VAR} unset for a self-signed one)",
+    )
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _pem_of(certificates: list[x509.Certificate]) -> bytes:
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
