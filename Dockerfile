@@ -23,8 +23,11 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install --no-deps --require-hashes --only-binary=:all: -r /tmp/requirements.txt; \
     /opt/venv/bin/pip uninstall -y pip setuptools; \
+    # the packages' own test suites are dead weight, and tornado's carries a private key
+    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    find "$site" -depth -type d \( -name tests -o -path '*/tornado/test' \) -exec rm -rf {} +; \
     # our package lives in /opt/app; a .pth puts it on the path of every interpreter in the venv
-    echo /opt/app > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dask_tls.pth"
+    echo /opt/app > "$site/dask_tls.pth"
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0

@@ -21,6 +21,7 @@ from entrypoint.cluster import (
     KEY_FILE,
     LOG_FORMAT,
     PLAN_FILE,
+    SECRET_PREFIX,
     Plan,
     clean_environment,
 )
@@ -56,22 +57,30 @@ def main(argv: list[str]) -> int:
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
     )
     try:
-        prepare()
+        environ = prepare()
     except StartupError as error:
         log.error("%s", error)
         return error.exit_code
     supervisor = [sys.executable, "-m", "entrypoint.supervisor", str(PRIVATE_DIR)]
     try:
-        os.execve(sys.executable, supervisor, clean_environment(os.environ))
+        os.execve(sys.executable, supervisor, environ)
     except OSError as error:
         remove_private_files(PRIVATE_DIR)
         log.error("cannot start the supervisor: %s", error.strerror)
     return EXIT_FAILURE
 
 
-def prepare() -> None:
-    """Validate everything, then write the private files; on StartupError nothing is written."""
-    checked = settings.from_environ(os.environ)
+def prepare() -> dict[str, str]:
+    """Validate everything, write the private files, return the environment for the supervisor.
+
+    On StartupError nothing is written."""
+    environ = dict(os.environ)
+    # dask's config system parses every DASK_* variable when dask is imported (settings does):
+    # keep the secrets out of it
+    for name in environ:
+        if name.startswith(SECRET_PREFIX):
+            del os.environ[name]
+    checked = settings.from_environ(environ)
     material = tls.check(checked, datetime.now(UTC))
     require_tmpfs(PRIVATE_DIR)
     plan = Plan.of(PRIVATE_DIR, checked.sizing)
@@ -88,6 +97,7 @@ def prepare() -> None:
         "%d workers x %d threads, memory limit %s each; scheduler tls://:8786, dashboard https://:8787",
         plan.workers, plan.threads_per_worker, plan.memory_limit,
     )  # fmt: skip
+    return clean_environment(environ)
 
 
 if __name__ == "__main__":

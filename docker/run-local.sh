@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `make run`: start the image as a local cluster and print how to connect.
+# CERT/KEY (and CA) name your own PEM files; unset, the dev set made by `make certs` in certs/ is used.
+set -euo pipefail
+docker=${DOCKER:-docker} image=${IMAGE:?} name=${NAME:-dask-tls} workers=${NUM_WORKERS:-2}
+if [ -n "${CERT:-}" ]; then
+  cert=$CERT key=${KEY:?KEY: the key file for CERT} ca=${CA:-}
+  client_cert=$cert client_key=$key client_ca=${CA:-$CERT}  # the seed's setup: one cert for all
+else
+  cert=certs/cluster.pem key=certs/cluster-key.pem ca=certs/ca.pem
+  client_cert=certs/client.pem client_key=certs/client-key.pem client_ca=certs/ca.pem
+fi
+ca_args=()
+[ -z "$ca" ] || ca_args=(-e DASK_CLUSTER_CA="$(cat "$ca")")
+
+"$docker" rm -f "$name" >/dev/null 2>&1 || true
+"$docker" run -d --name "$name" --restart unless-stopped --read-only --tmpfs /tmp \
+  --health-interval 2s -p 8786:8786 -p 8787:8787 -e NUM_WORKERS="$workers" \
+  -e DASK_CLUSTER_CERT="$(cat "$cert")" -e DASK_CLUSTER_KEY="$(cat "$key")" "${ca_args[@]}" \
+  "$image" >/dev/null
+
+for _ in $(seq 60); do
+  status=$("$docker" inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$name")
+  case "$status" in
+    "running healthy") break ;;
+    running*) sleep 1 ;;
+    *) "$docker" logs --tail 20 "$name"; echo "the cluster did not start ($status)" >&2; exit 1 ;;
+  esac
+done
+[ "$status" = "running healthy" ] || { "$docker" logs --tail 20 "$name"; echo "not healthy after 60 s" >&2; exit 1; }
+
+cat <<MSG
+cluster '$name' is up: $workers workers; scheduler tls://localhost:8786, dashboard https://localhost:8787
+connect with a client of the image's dask/distributed version:
+  from distributed import Client
+  from distributed.security import Security
+  sec = Security(tls_ca_file="$client_ca", tls_client_cert="$client_cert",
+                 tls_client_key="$client_key", require_encryption=True)
+  client = Client("tls://localhost:8786", security=sec)
+logs: $docker logs -f $name     stop: make stop
+MSG

@@ -1,0 +1,86 @@
+"""A container of the image under test, driven through the real docker CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
+
+
+class Container:
+    """Started detached with an ephemeral loopback port for 8786; removed by `remove()`."""
+
+    def __init__(
+        self,
+        image: str,
+        env: Mapping[str, str],
+        *,
+        docker_args: Sequence[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.name = name or f"dask-tls-test-{os.getpid()}-{time.monotonic_ns()}"
+        env_args = [arg for key in env for arg in ("-e", key)]
+        # -e NAME passes the value from our environment: the PEM never sits on a command line
+        subprocess.run(
+            [DOCKER, "run", "-d", "--name", self.name, "--health-interval", "1s",
+             "-p", "127.0.0.1::8786", "-p", "127.0.0.1::8787", *env_args, *docker_args, image],
+            env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+
+    def port(self, container_port: int = 8786) -> int:
+        output = docker("port", self.name, f"{container_port}/tcp").stdout
+        return int(output.splitlines()[0].rsplit(":", 1)[1])
+
+    @property
+    def address(self) -> str:
+        return f"tls://127.0.0.1:{self.port()}"
+
+    def state(self, field: str) -> str:
+        return docker("inspect", "-f", f"{{{{.State.{field}}}}}", self.name).stdout.strip()
+
+    def running(self) -> bool:
+        return self.state("Running") == "true"
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def exec(self, *command: str, check: bool = True) -> str:
+        # env -i: a docker exec inherits the container's environment, PEM included
+        return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Poll `condition`; fail with the logs attached when the container exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if not self.running():
+                raise AssertionError(f"container exited before {what}:\n{self.logs()}")
+            time.sleep(0.25)
+        raise AssertionError(f"no {what} within {timeout:.0f} s:\n{self.logs()}")
+
+    def wait_exited(self, timeout: float) -> int:
+        result = docker("wait", self.name, timeout=timeout)
+        return int(result.stdout.strip())
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        self.wait_until(lambda: self.state("Health.Status") == "healthy", "healthy status", timeout)
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+
+
+def docker_available() -> bool:
+    return shutil.which(DOCKER) is not None and docker("info", check=False).returncode == 0

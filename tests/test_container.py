@@ -1,0 +1,251 @@
+"""The real image on the real Docker engine, used by real distributed clients over TLS."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from distributed import Client
+from distributed.security import Security
+
+from entrypoint.errors import EXIT_CONFIG
+from tests.bad_inputs import BY_ID
+from tests.containers import Container, docker
+from tests.material import ClusterMaterial, write_pem_files
+
+pytestmark = pytest.mark.container
+REFUSED = (OSError, TimeoutError)
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory, material: ClusterMaterial) -> dict[str, str]:
+    return write_pem_files(
+        tmp_path_factory.mktemp("pems"),
+        ca=material.ca.cert_pem,
+        client=material.client.cert_pem,
+        client_key=material.client.key_pem,
+        intruder=material.intruder.cert_pem,
+        intruder_key=material.intruder.key_pem,
+        seed=material.seed.cert_pem,
+        seed_key=material.seed.key_pem,
+    )
+
+
+def client_security(pems: dict[str, str], cert: str = "client") -> Security:
+    return Security(
+        tls_ca_file=pems["ca"],
+        tls_client_cert=pems[cert],
+        tls_client_key=pems[f"{cert}_key"],
+        require_encryption=True,
+    )
+
+
+def pid_of(container: Container, module: str) -> str:
+    """The pid of the process running `python -m module` in the container."""
+    pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
+    found = container.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
+    [path] = found.split()
+    return path.split("/")[2]
+
+
+@pytest.fixture
+def client(cluster: Container, pems: dict[str, str]) -> Iterator[Client]:
+    with Client(cluster.address, security=client_security(pems), timeout="20s") as connected:
+        yield connected
+
+
+@pytest.fixture
+def fresh(image: str, material: ClusterMaterial) -> Iterator[Container]:
+    """A cluster of its own, for tests that break or stop it."""
+    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
+    try:
+        container.wait_healthy()
+        yield container
+    finally:
+        container.remove()
+
+
+def test_the_seeds_client_code_computes(image: str, material: ClusterMaterial, pems: dict[str, str]) -> None:
+    """The blog's single self-signed certificate and its exact Security(...) call work unchanged,
+    and the workers are sized as asked."""
+    env = {**material.seed_env(), "NUM_WORKERS": "2", "THREADS_PER_WORKER": "2", "MEMORY_PER_WORKER": "1"}
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        sec = Security(
+            tls_ca_file=pems["seed"],
+            tls_client_cert=pems["seed"],
+            tls_client_key=pems["seed_key"],
+            require_encryption=True,
+        )
+        with Client(container.address, security=sec, timeout="20s") as client:
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+            workers = client.scheduler_info()["workers"].values()
+            assert [(w["nthreads"], w["memory_limit"]) for w in workers] == [(2, 10**9)] * 2
+    finally:
+        container.remove()
+
+
+def test_ca_issued_client_computes_across_all_workers(client: Client) -> None:
+    """A client certificate from the cluster's CA computes, on every worker."""
+    assert client.gather(client.map(lambda x: x * x, range(50))) == [x * x for x in range(50)]
+    assert len(client.run(os.getpid)) == 2
+
+
+@pytest.mark.parametrize("who", ["another-ca", "plain-tcp"])
+def test_strangers_are_refused(cluster: Container, pems: dict[str, str], who: str) -> None:
+    """A client with a certificate from another CA, or on plain tcp://, is refused."""
+    address, security = {
+        "another-ca": (cluster.address, client_security(pems, "intruder")),
+        "plain-tcp": (f"tcp://127.0.0.1:{cluster.port()}", Security()),
+    }[who]
+    with pytest.raises(REFUSED):
+        Client(address, security=security, timeout="3s")
+
+
+def test_tls_without_a_client_certificate_is_refused(cluster: Container, pems: dict[str, str]) -> None:
+    """A TLS peer that trusts the CA but shows no certificate gets not one byte of the protocol."""
+    context = ssl.create_default_context(cafile=pems["ca"])
+    context.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", cluster.port()), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        try:
+            received = tls.recv(1)
+        except (ssl.SSLError, ConnectionError):
+            received = b""
+    assert received == b""
+
+
+def test_dashboard_is_https_with_the_clusters_certificate(cluster: Container, pems: dict[str, str]) -> None:
+    """Port 8787 speaks HTTPS with a certificate the cluster's CA verifies; /health answers."""
+    context = ssl.create_default_context(cafile=pems["ca"])
+    url = f"https://localhost:{cluster.port(8787)}/health"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310
+        assert response.read() == b"ok"
+
+
+def test_private_files_are_private(cluster: Container) -> None:
+    """The key material sits on tmpfs in a 0700 directory of 0600 files owned by the runtime user."""
+    listing = cluster.exec("/bin/sh", "-c", "stat -c '%a %u %n' /dev/shm/dask-tls /dev/shm/dask-tls/*")
+    modes = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
+    assert modes.pop("/dev/shm/dask-tls") == ["700", "10001"]
+    assert set(modes) == {f"/dev/shm/dask-tls/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")}
+    assert all(mode == ["600", "10001"] for mode in modes.values())
+
+
+def test_no_process_environment_holds_secret_text(cluster: Container, material: ClusterMaterial) -> None:
+    """No process, PID 1 included, has the PEM (or a piece of its key) in /proc/<pid>/environ."""
+    environs = cluster.exec(
+        "/bin/sh", "-c", 'for f in /proc/[0-9]*/environ; do echo "== $f"; tr "\\0" "\\n" < "$f"; done'
+    )
+    assert "== /proc/1/environ" in environs
+    leaks = [f for f in material.secret_fragments() if f in environs]
+    assert leaks == []
+
+
+def test_logs_are_tagged_by_role_and_clean(cluster: Container) -> None:
+    """Each process logs to the container's output tagged with its role; no error, no secret."""
+    logs = cluster.logs()
+    for role in ("entrypoint[1]", "supervisor[1]", "scheduler[", "worker["):
+        assert role in logs
+    assert "Traceback" not in logs and "-----BEGIN" not in logs
+
+
+def test_healthcheck_is_mutual_tls(cluster: Container) -> None:
+    """The HEALTHCHECK says healthy only through its mutual-TLS query of the scheduler."""
+    log = docker("inspect", "-f", "{{json .State.Health.Log}}", cluster.name).stdout
+    assert "healthy: 2 workers" in log
+
+
+def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None:
+    """SIGKILL one worker process: its nanny starts another; the cluster is back to 2 workers."""
+    before = client.run(os.getpid)
+    victim_address, victim_pid = next(iter(before.items()))
+    cluster.exec("/bin/sh", "-c", f"kill -KILL {victim_pid}")
+
+    def back_to_two() -> bool:
+        workers = set(client.scheduler_info()["workers"])
+        return len(workers) == 2 and victim_address not in workers
+
+    cluster.wait_until(back_to_two, "a replacement worker", timeout=60)
+    assert client.submit(lambda: 1).result(timeout=30) == 1
+
+
+def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, str]) -> None:
+    """SIGKILL the `dask worker` process itself: the supervisor restarts it, back to 2 workers."""
+    pid = pid_of(fresh, "distributed.cli.dask_worker")
+    fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
+    fresh.wait_until(lambda: "workers[" + pid + "] was killed by SIGKILL" in fresh.logs(), "the death logged")
+    with Client(fresh.address, security=client_security(pems), timeout="20s") as client:
+        client.wait_for_workers(2, timeout=60)
+        assert client.submit(lambda: 2).result(timeout=30) == 2
+
+
+def test_docker_stop_exits_0_quickly(fresh: Container) -> None:
+    """docker stop: workers then scheduler stop, exit code 0, far inside the 10 s grace."""
+    started = time.monotonic()
+    docker("stop", fresh.name, timeout=30)
+    elapsed = time.monotonic() - started
+    assert fresh.state("ExitCode") == "0"
+    assert elapsed < 5, f"docker stop took {elapsed:.1f} s"
+    logs = fresh.logs()
+    assert "SIGTERM received" in logs, logs
+    assert "SIGKILL" not in logs and "Traceback" not in logs, logs
+    assert logs.index("workers[") < logs.rindex("scheduler[")
+
+
+def test_scheduler_death_ends_the_container_non_zero(fresh: Container) -> None:
+    """SIGKILL the scheduler: the container exits non-zero within 5 s, so a restart policy acts."""
+    pid = pid_of(fresh, "distributed.cli.dask_scheduler")
+    fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
+    assert fresh.wait_exited(timeout=5) != 0
+    assert "the cluster is gone" in fresh.logs()
+
+
+def test_read_only_root_and_an_arbitrary_user(image: str, material: ClusterMaterial, pems: dict[str, str]) -> None:
+    """--read-only --tmpfs /tmp --user 12345:0 still gives a working cluster."""
+    container = Container(
+        image, {**material.ca_env(), "NUM_WORKERS": "1"},
+        docker_args=["--read-only", "--tmpfs", "/tmp", "--user", "12345:0"],
+    )  # fmt: skip
+    try:
+        container.wait_healthy()
+        with Client(container.address, security=client_security(pems), timeout="20s") as client:
+            assert client.submit(lambda: 3).result(timeout=30) == 3
+        assert container.exec("/usr/bin/id", "-u").strip() == "12345"
+    finally:
+        container.remove()
+
+
+@pytest.mark.parametrize("row", ["key-unset", "key-of-another-cert", "expired", "other-ca", "workers-zero"])
+def test_bad_input_stops_the_container_at_once(image: str, material: ClusterMaterial, row: str) -> None:
+    """The container exits 78 with the one-line message, no secret text, nothing left running."""
+    bad = BY_ID[row]
+    container = Container(image, bad.env(material))
+    try:
+        assert container.wait_exited(timeout=20) == EXIT_CONFIG
+        logs = container.logs()
+        assert len(logs.splitlines()) == 1 and bad.says in logs
+        assert not any(fragment in logs for fragment in material.secret_fragments())
+    finally:
+        container.remove()
+
+
+def test_image_holds_no_key_and_its_history_no_secret(image: str) -> None:
+    """No private key file anywhere in the image, no secret in `docker history`."""
+    history = docker("history", "--no-trunc", image).stdout
+    assert "PRIVATE KEY" not in history and "pip-ca" not in history.replace("id=pip-ca", "")
+    found = docker(
+        "run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
+        "grep -rlIE '^-----BEGIN [A-Z ]*PRIVATE KEY-----$' /opt /etc /home /root /usr 2>/dev/null; true",
+    ).stdout  # fmt: skip
+    assert found == ""
+
+

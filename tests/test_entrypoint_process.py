@@ -1,0 +1,48 @@
+"""The entrypoint as a process: every bad input exits 78 at once with one clean line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from entrypoint.errors import EXIT_CONFIG
+from entrypoint.private_files import PRIVATE_DIR
+from tests.bad_inputs import BAD_INPUTS, BadInput
+from tests.material import ClusterMaterial
+
+
+def run_entrypoint(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoint", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[1],
+    )
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda bad: bad.id)
+def test_bad_input_is_refused_cleanly(bad: BadInput, material: ClusterMaterial) -> None:
+    """Exit 78 within 2 s; one line naming the variable; no secret text; nothing written."""
+    assert not PRIVATE_DIR.exists()
+    started = time.monotonic()
+    result = run_entrypoint(bad.env(material))
+    elapsed = time.monotonic() - started
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stdout == ""
+    assert bad.says in lines[0]
+    assert not any(fragment in result.stderr for fragment in material.secret_fragments())
+    assert elapsed < 2.0
+    assert not PRIVATE_DIR.exists()
+
+
+def test_usage() -> None:
+    """--help prints the variables and exits 0; any other argument is a usage error."""
+    assert "DASK_CLUSTER_CERT" in run_entrypoint({}, "--help").stdout
+    assert run_entrypoint({}, "scheduler").returncode == 64

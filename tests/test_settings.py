@@ -1,0 +1,75 @@
+"""Settings parsing: sizes, defaults and the message each wrong value gets."""
+
+from __future__ import annotations
+
+import pytest
+from dask.system import CPU_COUNT
+
+from entrypoint.errors import EXIT_CONFIG, ConfigError
+from entrypoint.settings import from_environ
+
+PEMS = {"DASK_CLUSTER_CERT": "cert text", "DASK_CLUSTER_KEY": "key text"}
+
+
+def test_defaults_share_the_container_among_one_worker_per_cpu() -> None:
+    """Unset sizes give one worker per CPU of the container, each an equal share of its memory."""
+    sizing = from_environ(PEMS).sizing
+    assert sizing.workers == CPU_COUNT
+    assert sizing.threads_per_worker == 1
+    assert float(sizing.memory_limit) == pytest.approx(1 / CPU_COUNT)
+
+
+def test_seed_variables_are_read_as_the_seed_meant_them() -> None:
+    """A bare MEMORY_PER_WORKER is GB, as in the seed's `${memory_per_worker}GB`."""
+    env = {**PEMS, "NUM_WORKERS": "4", "THREADS_PER_WORKER": "2", "MEMORY_PER_WORKER": "4"}
+    sizing = from_environ(env).sizing
+    assert (sizing.workers, sizing.threads_per_worker, sizing.memory_limit) == (4, 2, "4000000000")
+
+
+@pytest.mark.parametrize(("text", "size"), [("512MiB", 536870912), ("2GB", 2 * 10**9), ("1.5", 1.5e9)])
+def test_memory_takes_units(text: str, size: float) -> None:
+    """Units go through dask's parse_bytes."""
+    assert int(from_environ({**PEMS, "MEMORY_PER_WORKER": text}).sizing.memory_limit) == size
+
+
+def test_threads_default_to_cpus_per_worker() -> None:
+    """With one worker, its threads default to every CPU of the container."""
+    assert from_environ({**PEMS, "NUM_WORKERS": "1"}).sizing.threads_per_worker == CPU_COUNT
+
+
+def test_pem_text_is_normalised_and_never_in_repr() -> None:
+    """CRLF and surrounding blanks go; the key stays out of the settings' repr."""
+    settings = from_environ({"DASK_CLUSTER_CERT": " a\r\nb \n", "DASK_CLUSTER_KEY": "secret"})
+    assert settings.cert_pem == b"a\nb\n"
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"DASK_CLUSTER_KEY": "k"}, "DASK_CLUSTER_CERT", "is not set"),
+        ({"DASK_CLUSTER_CERT": "c"}, "DASK_CLUSTER_KEY", "is not set"),
+        ({**PEMS, "DASK_CLUSTER_KEY": "  \n"}, "DASK_CLUSTER_KEY", "is empty"),
+        ({**PEMS, "DASK_CLUSTER_CERT": "x" * (2 << 20)}, "DASK_CLUSTER_CERT", "too large"),
+        ({**PEMS, "DASK_CLUSTER_CERT": "caf\udce9"}, "DASK_CLUSTER_CERT", "not UTF-8"),
+        ({**PEMS, "NUM_WORKERS": "0"}, "NUM_WORKERS", "out of range"),
+        ({**PEMS, "NUM_WORKERS": "-2"}, "NUM_WORKERS", "not a whole number"),
+        ({**PEMS, "NUM_WORKERS": "two"}, "NUM_WORKERS", "not a whole number"),
+        ({**PEMS, "NUM_WORKERS": "100000"}, "NUM_WORKERS", "out of range"),
+        ({**PEMS, "THREADS_PER_WORKER": "1.5"}, "THREADS_PER_WORKER", "not a whole number"),
+        ({**PEMS, "MEMORY_PER_WORKER": "lots"}, "MEMORY_PER_WORKER", "not a size"),
+        ({**PEMS, "MEMORY_PER_WORKER": "0"}, "MEMORY_PER_WORKER", "is below"),
+        ({**PEMS, "MEMORY_PER_WORKER": "-4"}, "MEMORY_PER_WORKER", "is below"),
+        ({**PEMS, "MEMORY_PER_WORKER": "1MB"}, "MEMORY_PER_WORKER", "is below"),
+    ],
+)
+def test_bad_values_name_the_variable_and_the_fix(
+    env: dict[str, str], variable: str, says: str
+) -> None:
+    """Each wrong value raises one ConfigError naming the variable, the problem and a fix."""
+    with pytest.raises(ConfigError) as caught:
+        from_environ(env)
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ") and says in message
+    assert "; " in message and "\n" not in message
+    assert caught.value.exit_code == EXIT_CONFIG
