@@ -72,7 +72,11 @@ BAD_INPUTS = [
         "DASK_CLUSTER_KEY: the key does not match",
     ),
     BadInput("expired", _pair(_expired), "DASK_CLUSTER_CERT: the certificate expired"),
-    BadInput("not-yet-valid", _pair(_not_yet_valid), "DASK_CLUSTER_CERT: the certificate is not valid before"),
+    BadInput(
+        "not-yet-valid",
+        _pair(_not_yet_valid),
+        "DASK_CLUSTER_CERT: the certificate is not valid before",
+    ),
     BadInput(
         "other-ca",
         lambda m: {
@@ -87,10 +91,20 @@ BAD_INPUTS = [
         lambda m: {**m.ca_env(), "DASK_CLUSTER_CA": m.client.cert_pem.decode()},
         "DASK_CLUSTER_CA: CN=client is not a CA",
     ),
-    BadInput("ca-missing", _with(DASK_CLUSTER_CA=None), "DASK_CLUSTER_CA: is not set and the certificate"),
+    BadInput(
+        "ca-missing", _with(DASK_CLUSTER_CA=None), "DASK_CLUSTER_CA: is not set and the certificate"
+    ),
     BadInput("rsa-1024", _pair(_weak_rsa), "DASK_CLUSTER_CERT: the RSA key has 1024 bits"),
     BadInput("workers-zero", _with(NUM_WORKERS="0"), "NUM_WORKERS: 0 is out of range"),
-    BadInput("threads-negative", _with(THREADS_PER_WORKER="-1"), "THREADS_PER_WORKER: '-1' is not a whole"),
-    BadInput("memory-words", _with(MEMORY_PER_WORKER="plenty"), "MEMORY_PER_WORKER: 'plenty' is not a size"),
+    BadInput(
+        "threads-negative",
+        _with(THREADS_PER_WORKER="-1"),
+        "THREADS_PER_WORKER: '-1' is not a whole",
+    ),
+    BadInput(
+        "memory-words",
+        _with(MEMORY_PER_WORKER="plenty"),
+        "MEMORY_PER_WORKER: 'plenty' is not a size",
+    ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}

@@ -24,7 +24,9 @@ def image() -> str:
     name = os.environ.get("IMAGE")
     if not name:
         name = "dask-tls:test"
-        subprocess.run(["make", "build", f"IMAGE={name}"], check=True, cwd=Path(__file__).parents[1])
+        subprocess.run(
+            ["make", "build", f"IMAGE={name}"], check=True, cwd=Path(__file__).parents[1]
+        )
     return name
 
 

@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
+DOCKER = os.environ.get("DOCKER") or (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -61,7 +63,7 @@ class Container:
         return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-        """Poll `condition`; fail with the logs attached when the container exits or time runs out."""
+        """Poll `condition`; fail with the logs when the container exits or time runs out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():

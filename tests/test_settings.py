@@ -26,7 +26,9 @@ def test_seed_variables_are_read_as_the_seed_meant_them() -> None:
     assert (sizing.workers, sizing.threads_per_worker, sizing.memory_limit) == (4, 2, "4000000000")
 
 
-@pytest.mark.parametrize(("text", "size"), [("512MiB", 536870912), ("2GB", 2 * 10**9), ("1.5", 1.5e9)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("512MiB", 536870912), ("2GB", 2 * 10**9), ("1.5", 1.5e9)]
+)
 def test_memory_takes_units(text: str, size: float) -> None:
     """Units go through dask's parse_bytes."""
     assert int(from_environ({**PEMS, "MEMORY_PER_WORKER": text}).sizing.memory_limit) == size

@@ -60,7 +60,9 @@ def make(processes: Processes, clock: Clock | None = None) -> Supervisor:
     def child(role: str) -> Child:
         return Child(role, [role], {}, spawn=processes.spawn, kill=processes.kill)
 
-    return Supervisor(child("scheduler"), child("workers"), waitpid=processes.waitpid, clock=clock or Clock())
+    return Supervisor(
+        child("scheduler"), child("workers"), waitpid=processes.waitpid, clock=clock or Clock()
+    )
 
 
 def started(supervisor: Supervisor) -> Supervisor:
@@ -129,7 +131,9 @@ def test_dead_workers_process_is_restarted_after_a_delay() -> None:
     processes.exits.append((102, KILLED))
     supervisor.step(timeout=0)
     assert supervisor.exit_code is None and not supervisor.workers.running
-    assert supervisor.restart_at is not None and supervisor.restart_at - clock.now <= RESTART_DELAYS[0]
+    assert (
+        supervisor.restart_at is not None and supervisor.restart_at - clock.now <= RESTART_DELAYS[0]
+    )
     clock.now += RESTART_DELAYS[0]
     supervisor.step(timeout=0)
     assert supervisor.workers.pid == 103
@@ -170,7 +174,11 @@ def test_signal_before_start_starts_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("code", "text"),
-    [(0, "exited with code 0"), (3, "exited with code 3"), (-9, "killed by SIGKILL (out of memory")],
+    [
+        (0, "exited with code 0"),
+        (3, "exited with code 3"),
+        (-9, "killed by SIGKILL (out of memory"),
+    ],
 )
 def test_exit_descriptions(code: int, text: str) -> None:
     """Exit codes and signals are told apart; SIGKILL comes with a hint."""

@@ -31,7 +31,9 @@ def test_certificate_from_a_ca_passes_with_that_ca(material: ClusterMaterial) ->
     """A leaf issued by the given CA passes; the CA is written out as given."""
     env = material.ca_env()
     checked = check(
-        settings(*(env[k].encode() for k in ("DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"))),
+        settings(
+            *(env[k].encode() for k in ("DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"))
+        ),
         NOW,
     )
     assert x509.load_pem_x509_certificate(checked.ca_pem) == material.ca.cert
@@ -54,7 +56,9 @@ def refusal(config: Settings, now: datetime = NOW) -> str:
 
 def test_key_of_another_certificate_is_refused(material: ClusterMaterial) -> None:
     """A key that does not belong to the certificate is named as such."""
-    message = refusal(settings(material.cluster.cert_pem, material.client.key_pem, material.ca.cert_pem))
+    message = refusal(
+        settings(material.cluster.cert_pem, material.client.key_pem, material.ca.cert_pem)
+    )
     assert message.startswith("DASK_CLUSTER_KEY: the key does not match the certificate")
 
 
