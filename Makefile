@@ -55,8 +55,8 @@ stop:
 	$(DOCKER) stop $(NAME) && $(DOCKER) rm $(NAME)
 
 lint: venv
-	$(VENV)/ruff check .
-	$(VENV)/ruff format --check .
+	$(VENV)/ruff check entrypoint tests
+	$(VENV)/ruff format --check entrypoint tests
 	$(VENV)/mypy
 	$(VENV)/hadolint Dockerfile
 
