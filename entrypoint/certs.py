@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -41,8 +41,11 @@ class Issued:
 
 
 def new_key(kind: str = "ec") -> CertificateIssuerPrivateKeyTypes:
+    """ "ec" (P-256), "ed25519", or "rsa<bits>"."""
     if kind == "ec":
         return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
     return rsa.generate_private_key(public_exponent=65537, key_size=int(kind.removeprefix("rsa")))
 
 
@@ -52,7 +55,7 @@ def issue(
     *,
     ca: bool = False,
     key: CertificateIssuerPrivateKeyTypes | None = None,
-    days: float = 30,
+    days: float = 90,
     not_before: datetime | None = None,
     names: tuple[str, ...] = DEFAULT_NAMES,
 ) -> Issued:
@@ -78,7 +81,13 @@ def issue(
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     signer = issuer.key if issuer else key
-    return Issued(builder.sign(signer, hashes.SHA256()), key)
+    # Ed25519/Ed448 sign without a separate hash
+    digest = (
+        None
+        if isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+        else hashes.SHA256()
+    )
+    return Issued(builder.sign(signer, digest), key)
 
 
 def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
@@ -91,7 +100,7 @@ def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
     return result
 
 
-def write_dev_set(directory: Path, days: float = 30) -> None:
+def write_dev_set(directory: Path, days: float = 90) -> None:
     """ca.pem, cluster.pem + cluster-key.pem (for the container), client.pem + client-key.pem
     (for you); keys 0600. The CA's own key is not kept: nothing more can be issued from it."""
     ca = issue("dask-tls dev CA", ca=True, days=days)

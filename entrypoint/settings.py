@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from entrypoint import intake
 from entrypoint.errors import ConfigError
 
 CERT_VAR = "DASK_CLUSTER_CERT"
 KEY_VAR = "DASK_CLUSTER_KEY"
 CA_VAR = "DASK_CLUSTER_CA"
+PASSPHRASE_VAR = "DASK_CLUSTER_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
 WORKERS_VAR = "NUM_WORKERS"
 THREADS_VAR = "THREADS_PER_WORKER"
 MEMORY_VAR = "MEMORY_PER_WORKER"
+DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
 
-MAX_PEM_BYTES = 1 << 20  # a long chain is a few KiB; anything near this is not a PEM
 MAX_WORKERS = 256
 MAX_THREADS = 1024
 MIN_WORKER_MEMORY = 128 << 20  # below this a worker cannot even hold its own interpreter
-PEM_FIX = 'pass the PEM text, e.g. -e {name}="$(cat {what}.pem)"'
+THREADS_PER_CPU_WARNING = 4  # more threads than this per CPU is rarely what anyone wants
+PEM_FIX = 'pass the PEM text, e.g. -e {name}="$(cat {what}.pem)", or set {name}_FILE'
+
+log = logging.getLogger("entrypoint")
 
 
 @dataclass(frozen=True)
@@ -36,33 +42,43 @@ class Settings:
     key_pem: bytes = field(repr=False)
     ca_pem: bytes | None
     sizing: Sizing
+    key_passphrase: bytes | None = field(default=None, repr=False)
+    dashboard_tls: bool = True
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
     """Read and check every variable; raise ConfigError for the first that is wrong."""
     return Settings(
-        cert_pem=_pem(environ, CERT_VAR, "cert"),
-        key_pem=_pem(environ, KEY_VAR, "key"),
-        ca_pem=_pem(environ, CA_VAR, "ca") if environ.get(CA_VAR, "").strip() else None,
+        cert_pem=_required_pem(environ, CERT_VAR, "cert"),
+        key_pem=_required_pem(environ, KEY_VAR, "key"),
+        ca_pem=_optional_pem(environ, CA_VAR),
+        key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
         sizing=_sizing(environ),
+        dashboard_tls=_dashboard_tls(environ),
     )
 
 
-def _pem(environ: Mapping[str, str], name: str, what: str) -> bytes:
-    raw = environ.get(name)
-    fix = PEM_FIX.format(name=name, what=what)
-    if raw is None:
-        raise ConfigError(name, "is not set", fix)
-    text = raw.strip().replace("\r\n", "\n")
-    if not text:
-        raise ConfigError(name, "is empty", fix)
-    try:
-        data = text.encode("utf-8")  # os.environ keeps undecodable bytes as surrogates
-    except UnicodeEncodeError:
-        raise ConfigError(name, "is not UTF-8 text", fix) from None
-    if len(data) > MAX_PEM_BYTES:
-        raise ConfigError(name, f"is {len(data)} bytes, too large for a PEM", fix)
-    return data + b"\n"
+def _required_pem(environ: Mapping[str, str], name: str, what: str) -> bytes:
+    text = intake.read_secret(environ, name)
+    if text is None:
+        raise ConfigError(name, "is not set", PEM_FIX.format(name=name, what=what))
+    return intake.pem_bytes(name, text)
+
+
+def _optional_pem(environ: Mapping[str, str], name: str) -> bytes | None:
+    text = intake.read_secret(environ, name)
+    return None if text is None else intake.pem_bytes(name, text)
+
+
+def _dashboard_tls(environ: Mapping[str, str]) -> bool:
+    protocol = environ.get(DASHBOARD_VAR, "https").strip().lower()
+    if protocol not in ("https", "http"):
+        raise ConfigError(
+            DASHBOARD_VAR, f"{protocol[:20]!r} is not https or http", "leave it unset for https"
+        )
+    if protocol == "http":
+        log.warning("%s=http: the dashboard is served in plain HTTP", DASHBOARD_VAR)
+    return protocol == "https"
 
 
 def _sizing(environ: Mapping[str, str]) -> Sizing:
@@ -71,6 +87,11 @@ def _sizing(environ: Mapping[str, str]) -> Sizing:
 
     workers = _count(environ, WORKERS_VAR, default=CPU_COUNT, limit=MAX_WORKERS)
     threads = _count(environ, THREADS_VAR, default=max(1, CPU_COUNT // workers), limit=MAX_THREADS)
+    if workers * threads > THREADS_PER_CPU_WARNING * CPU_COUNT:
+        log.warning(
+            "%d workers x %d threads is over %d threads per CPU (%d CPUs): set %s or %s lower",
+            workers, threads, THREADS_PER_CPU_WARNING, CPU_COUNT, WORKERS_VAR, THREADS_VAR,
+        )  # fmt: skip
     memory = _memory(environ.get(MEMORY_VAR, "").strip(), workers)
     return Sizing(workers=workers, threads_per_worker=threads, memory_limit=memory)
 
@@ -92,6 +113,7 @@ def _memory(text: str, workers: int) -> str:
     if not text:
         return repr(1 / workers)  # each worker an equal share of the container's limit
     from dask.utils import format_bytes, parse_bytes
+    from distributed.system import MEMORY_LIMIT  # the container's limit (cgroups), or the RAM
 
     fix = f"set {MEMORY_VAR} to a size per worker: a number of GB like 4, or 512MiB, 2GB"
     spec = text + "GB" if _is_number(text) else text
@@ -102,6 +124,13 @@ def _memory(text: str, workers: int) -> str:
     if size < MIN_WORKER_MEMORY:
         raise ConfigError(
             MEMORY_VAR, f"{text[:20]!r} is below {format_bytes(MIN_WORKER_MEMORY)} a worker", fix
+        )
+    if size * workers > MEMORY_LIMIT:
+        raise ConfigError(
+            MEMORY_VAR,
+            f"{workers} workers x {format_bytes(size)} is more than the container's "
+            f"{format_bytes(MEMORY_LIMIT)}",
+            f"set it to at most {format_bytes(MEMORY_LIMIT // workers)}, or unset it",
         )
     return str(size)
 

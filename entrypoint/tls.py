@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from entrypoint.errors import ConfigError
-from entrypoint.settings import CA_VAR, CERT_VAR, KEY_VAR, Settings
+from entrypoint.settings import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR, Settings
 
 MIN_RSA_BITS = 2048
+EXPIRY_WARNING = timedelta(days=30)
+TLS_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+log = logging.getLogger("entrypoint")
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -31,7 +40,7 @@ def check(settings: Settings, now: datetime) -> Material:
     """Raise ConfigError unless the key matches the certificate, it is valid at `now` and the CA
     (or, with no CA, the certificate itself) issued it."""
     chain = _certificates(settings.cert_pem, CERT_VAR)
-    key = _private_key(settings.key_pem)
+    key = _private_key(settings.key_pem, settings.key_passphrase)
     leaf = chain[0]
     if key.public_key().public_bytes(*SPKI) != leaf.public_key().public_bytes(*SPKI):
         raise ConfigError(
@@ -76,23 +85,40 @@ def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
     return certificates
 
 
-def _private_key(data: bytes) -> PrivateKeyTypes:
+def _private_key(data: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
+    """The key, decrypted in memory when a passphrase is given (distributed cannot take one)."""
     if b"CERTIFICATE-----" in data and b"PRIVATE KEY-----" not in data:
         raise ConfigError(
             KEY_VAR, "holds a certificate, not a private key", f"put it in {CERT_VAR} instead"
         )
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
+        if passphrase is None:
+            raise ConfigError(
+                KEY_VAR, "the key is encrypted", f"set {PASSPHRASE_VAR} (or its _FILE) as well"
+            ) from None
         raise ConfigError(
-            KEY_VAR, "the key is encrypted", "pass the key without a passphrase"
+            PASSPHRASE_VAR, "is set but the key is not encrypted", f"unset {PASSPHRASE_VAR}"
         ) from None
     except (ValueError, UnsupportedAlgorithm):
+        if passphrase is not None and b"ENCRYPTED" in data:
+            raise ConfigError(
+                PASSPHRASE_VAR,
+                "does not decrypt the key",
+                "pass the passphrase it was encrypted with",
+            ) from None
         raise ConfigError(
             KEY_VAR,
             "is not a PEM private key (no complete, readable BEGIN PRIVATE KEY block)",
             "pass the whole key file, BEGIN and END lines included",
         ) from None
+    if not isinstance(key, TLS_KEY_TYPES):
+        raise ConfigError(
+            KEY_VAR,
+            f"a {type(key).__name__} cannot sign for TLS",
+            "use an RSA, ECDSA or Ed25519 key",
+        )
     _check_key_strength(key.public_key(), KEY_VAR)
     return key
 
@@ -119,6 +145,12 @@ def _check_validity(leaf: x509.Certificate, now: datetime) -> None:
             f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
             "issue a new certificate",
         )
+    if leaf.not_valid_after_utc - now < EXPIRY_WARNING:
+        expires = leaf.not_valid_after_utc
+        log.warning(
+            "%s: the certificate expires on %s UTC, in %d days: issue a new one soon",
+            CERT_VAR, f"{expires:%Y-%m-%d %H:%M}", (expires - now).days,
+        )  # fmt: skip
 
 
 def _check_self_signed(leaf: x509.Certificate) -> None:

@@ -1,110 +1,229 @@
-"""Bad inputs, each with the variable and the words its refusal must carry. Shared by the process
-tests (all rows) and the container tests (a subset)."""
+"""Bad inputs, each with the words its one-line refusal must start with. Shared by the process
+tests (every row) and the container tests (the rows that need no file)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from entrypoint.certs import issue, new_key
+from cryptography.hazmat.primitives import serialization
+
+from entrypoint.certs import Issued, issue, new_key
 from tests.material import ClusterMaterial
 
 Env = dict[str, str]
+CERT, KEY, CA = "DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"
+PASSPHRASE = "DASK_CLUSTER_KEY_PASSPHRASE"
 
 
 @dataclass(frozen=True)
 class BadInput:
     id: str
-    env: Callable[[ClusterMaterial], Env]
-    says: str  # the start of the one-line message
+    env: Callable[[ClusterMaterial, Path], Env]  # (material, a scratch directory) -> environment
+    says: str
+    needs_files: bool = False
 
 
-def _with(**changes: str | None) -> Callable[[ClusterMaterial], Env]:
-    def env(material: ClusterMaterial) -> Env:
-        base: dict[str, str | None] = {**material.ca_env(), **changes}
-        return {k: v for k, v in base.items() if v is not None}
+def ca_env(material: ClusterMaterial) -> Env:
+    return material.ca_env()
+
+
+def changed(**changes: str | None) -> Callable[[ClusterMaterial, Path], Env]:
+    """The good CA environment with some variables replaced (None: removed)."""
+
+    def env(material: ClusterMaterial, scratch: Path) -> Env:
+        merged: dict[str, str | None] = {**material.ca_env(), **changes}
+        return {k: v for k, v in merged.items() if v is not None}
 
     return env
 
 
-def _pair(make: Callable[[], tuple[bytes, bytes]]) -> Callable[[ClusterMaterial], Env]:
-    def env(material: ClusterMaterial) -> Env:
-        cert, key = make()
-        return {"DASK_CLUSTER_CERT": cert.decode(), "DASK_CLUSTER_KEY": key.decode()}
+def derived(make: Callable[[ClusterMaterial], Env]) -> Callable[[ClusterMaterial, Path], Env]:
+    """The good CA environment updated with what `make` derives from the material."""
+    return lambda material, scratch: {**material.ca_env(), **make(material)}
+
+
+def with_file(name: str, content: bytes) -> Callable[[ClusterMaterial, Path], Env]:
+    """`name`_FILE pointing at a scratch file holding `content` (and `name` itself unset)."""
+
+    def env(material: ClusterMaterial, scratch: Path) -> Env:
+        path = scratch / f"{name.lower()}.input"
+        path.write_bytes(content)
+        return {
+            **{k: v for k, v in material.ca_env().items() if k != name},
+            f"{name}_FILE": str(path),
+        }
 
     return env
 
 
-def _expired() -> tuple[bytes, bytes]:
-    old = issue("old", ca=True, not_before=datetime.now(UTC) - timedelta(days=9), days=2)
-    return old.cert_pem, old.key_pem
+def self_signed_pair(issued: Callable[[], Issued]) -> Callable[[ClusterMaterial, Path], Env]:
+    def env(material: ClusterMaterial, scratch: Path) -> Env:
+        made = issued()
+        return {CERT: made.cert_pem.decode(), KEY: made.key_pem.decode()}
+
+    return env
 
 
-def _not_yet_valid() -> tuple[bytes, bytes]:
-    new = issue("new", ca=True, not_before=datetime.now(UTC) + timedelta(days=1))
-    return new.cert_pem, new.key_pem
+def encrypted_key(material: ClusterMaterial) -> str:
+    encryption = serialization.BestAvailableEncryption(b"right passphrase")
+    return material.cluster.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
 
 
-def _weak_rsa() -> tuple[bytes, bytes]:
-    weak = issue("weak", ca=True, key=new_key("rsa1024"))
-    return weak.cert_pem, weak.key_pem
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 BAD_INPUTS = [
-    BadInput("cert-unset", _with(DASK_CLUSTER_CERT=None), "DASK_CLUSTER_CERT: is not set"),
-    BadInput("key-unset", _with(DASK_CLUSTER_KEY=None), "DASK_CLUSTER_KEY: is not set"),
-    BadInput("key-empty", _with(DASK_CLUSTER_KEY=" "), "DASK_CLUSTER_KEY: is empty"),
-    BadInput("cert-garbage", _with(DASK_CLUSTER_CERT="hello"), "DASK_CLUSTER_CERT: is not a PEM"),
+    BadInput("cert-unset", changed(DASK_CLUSTER_CERT=None), f"{CERT}: is not set"),
+    BadInput("key-unset", changed(DASK_CLUSTER_KEY=None), f"{KEY}: is not set"),
+    BadInput("cert-empty", changed(DASK_CLUSTER_CERT=""), f"{CERT}: is empty"),
+    BadInput("key-blank", changed(DASK_CLUSTER_KEY=" \n "), f"{KEY}: is empty"),
+    BadInput("ca-empty", changed(DASK_CLUSTER_CA=""), f"{CA}: is empty"),
     BadInput(
-        "key-truncated",
-        lambda m: {**m.ca_env(), "DASK_CLUSTER_KEY": m.ca_env()["DASK_CLUSTER_KEY"][:90]},
-        "DASK_CLUSTER_KEY: is not a PEM private key",
+        "cert-garbage",
+        changed(DASK_CLUSTER_CERT="hello world"),
+        f"{CERT}: is neither PEM text nor base64",
     ),
     BadInput(
-        "swapped",
-        lambda m: {**m.ca_env(), "DASK_CLUSTER_CERT": m.ca_env()["DASK_CLUSTER_KEY"]},
-        "DASK_CLUSTER_CERT: holds a private key",
+        "ca-garbage", changed(DASK_CLUSTER_CA="not a ca"), f"{CA}: is neither PEM text nor base64"
+    ),
+    BadInput(
+        "cert-base64-not-pem",
+        changed(DASK_CLUSTER_CERT=base64.b64encode(b"just some bytes").decode()),
+        f"{CERT}: is base64, but not of a PEM",
+    ),
+    BadInput(
+        "cert-truncated",
+        derived(lambda m: {CERT: m.cluster.cert_pem.decode()[:200]}),
+        f"{CERT}: is not a PEM certificate",
+    ),
+    BadInput(
+        "key-truncated",
+        derived(lambda m: {KEY: m.cluster.key_pem.decode()[:90]}),
+        f"{KEY}: is not a PEM private key",
+    ),
+    BadInput(
+        "cert-holds-key",
+        derived(lambda m: {CERT: m.cluster.key_pem.decode()}),
+        f"{CERT}: holds a private key",
+    ),
+    BadInput(
+        "key-holds-cert",
+        derived(lambda m: {KEY: m.cluster.cert_pem.decode()}),
+        f"{KEY}: holds a certificate",
     ),
     BadInput(
         "key-of-another-cert",
-        lambda m: {**m.ca_env(), "DASK_CLUSTER_KEY": m.client.key_pem.decode()},
-        "DASK_CLUSTER_KEY: the key does not match",
+        derived(lambda m: {KEY: m.client.key_pem.decode()}),
+        f"{KEY}: the key does not match the certificate",
     ),
-    BadInput("expired", _pair(_expired), "DASK_CLUSTER_CERT: the certificate expired"),
+    BadInput(
+        "expired",
+        self_signed_pair(
+            lambda: issue("old", ca=True, not_before=now() - timedelta(days=9), days=2)
+        ),
+        f"{CERT}: the certificate expired on",
+    ),
     BadInput(
         "not-yet-valid",
-        _pair(_not_yet_valid),
-        "DASK_CLUSTER_CERT: the certificate is not valid before",
+        self_signed_pair(lambda: issue("new", ca=True, not_before=now() + timedelta(days=1))),
+        f"{CERT}: the certificate is not valid before",
     ),
     BadInput(
-        "other-ca",
-        lambda m: {
-            **m.ca_env(),
-            "DASK_CLUSTER_CERT": m.intruder.cert_pem.decode(),
-            "DASK_CLUSTER_KEY": m.intruder.key_pem.decode(),
-        },
-        "DASK_CLUSTER_CERT: the certificate was not issued by the CA",
+        "cert-of-another-ca",
+        derived(lambda m: {CERT: m.intruder.cert_pem.decode(), KEY: m.intruder.key_pem.decode()}),
+        f"{CERT}: the certificate was not issued by the CA",
     ),
     BadInput(
         "ca-not-a-ca",
-        lambda m: {**m.ca_env(), "DASK_CLUSTER_CA": m.client.cert_pem.decode()},
-        "DASK_CLUSTER_CA: CN=client is not a CA",
+        derived(lambda m: {CA: m.client.cert_pem.decode()}),
+        f"{CA}: CN=client is not a CA",
+    ),
+    BadInput("ca-missing", changed(DASK_CLUSTER_CA=None), f"{CA}: is not set and the certificate"),
+    BadInput(
+        "rsa-1024",
+        self_signed_pair(lambda: issue("weak", ca=True, key=new_key("rsa1024"))),
+        f"{CERT}: the RSA key has 1024 bits",
     ),
     BadInput(
-        "ca-missing", _with(DASK_CLUSTER_CA=None), "DASK_CLUSTER_CA: is not set and the certificate"
+        "key-encrypted", derived(lambda m: {KEY: encrypted_key(m)}), f"{KEY}: the key is encrypted"
     ),
-    BadInput("rsa-1024", _pair(_weak_rsa), "DASK_CLUSTER_CERT: the RSA key has 1024 bits"),
-    BadInput("workers-zero", _with(NUM_WORKERS="0"), "NUM_WORKERS: 0 is out of range"),
+    BadInput(
+        "passphrase-wrong",
+        derived(lambda m: {KEY: encrypted_key(m), PASSPHRASE: "wrong"}),
+        f"{PASSPHRASE}: does not decrypt the key",
+    ),
+    BadInput(
+        "passphrase-for-clear-key",
+        changed(DASK_CLUSTER_KEY_PASSPHRASE="pointless"),
+        f"{PASSPHRASE}: is set but the key is not encrypted",
+    ),
+    BadInput(
+        "cert-and-cert-file",
+        derived(lambda m: {"DASK_CLUSTER_CERT_FILE": "/run/secrets/cert"}),
+        f"{CERT}: is set and so is DASK_CLUSTER_CERT_FILE",
+    ),
+    BadInput("cert-non-utf8", changed(DASK_CLUSTER_CERT="caf\udce9"), f"{CERT}: is not UTF-8 text"),
+    BadInput(
+        "key-file-missing",
+        lambda m, scratch: {
+            **{k: v for k, v in ca_env(m).items() if k != KEY},
+            "DASK_CLUSTER_KEY_FILE": "/run/secrets/none",
+        },
+        "DASK_CLUSTER_KEY_FILE: cannot read /run/secrets/none: No such file or directory",
+    ),
+    BadInput(
+        "cert-file-huge",
+        with_file(CERT, b"A" * (2 << 20)),
+        "DASK_CLUSTER_CERT_FILE: is over 1024 KiB",
+        needs_files=True,
+    ),
+    BadInput(
+        "ca-file-not-utf8",
+        with_file(CA, b"\xff\xfe\x00garbage"),
+        "DASK_CLUSTER_CA_FILE: ",
+        needs_files=True,
+    ),
+    BadInput("workers-zero", changed(NUM_WORKERS="0"), "NUM_WORKERS: 0 is out of range"),
+    BadInput("workers-huge", changed(NUM_WORKERS="100000"), "NUM_WORKERS: 100000 is out of range"),
+    BadInput(
+        "workers-word", changed(NUM_WORKERS="four"), "NUM_WORKERS: 'four' is not a whole number"
+    ),
     BadInput(
         "threads-negative",
-        _with(THREADS_PER_WORKER="-1"),
+        changed(THREADS_PER_WORKER="-1"),
         "THREADS_PER_WORKER: '-1' is not a whole",
     ),
     BadInput(
+        "threads-fraction",
+        changed(THREADS_PER_WORKER="1.5"),
+        "THREADS_PER_WORKER: '1.5' is not a whole",
+    ),
+    BadInput(
         "memory-words",
-        _with(MEMORY_PER_WORKER="plenty"),
+        changed(MEMORY_PER_WORKER="plenty"),
         "MEMORY_PER_WORKER: 'plenty' is not a size",
+    ),
+    BadInput("memory-zero", changed(MEMORY_PER_WORKER="0"), "MEMORY_PER_WORKER: '0' is below"),
+    BadInput(
+        "memory-negative", changed(MEMORY_PER_WORKER="-4"), "MEMORY_PER_WORKER: '-4' is below"
+    ),
+    BadInput(
+        "memory-over-the-limit",
+        changed(NUM_WORKERS="2", MEMORY_PER_WORKER="100000"),
+        "MEMORY_PER_WORKER: 2 workers x 90.95 TiB is more than the container's",
+    ),
+    BadInput(
+        "dashboard-protocol",
+        changed(DASHBOARD_PROTOCOL="ftp"),
+        "DASHBOARD_PROTOCOL: 'ftp' is not https or http",
     ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}
+assert len(BY_ID) == len(BAD_INPUTS)

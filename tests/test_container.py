@@ -258,7 +258,7 @@ def test_bad_input_stops_the_container_at_once(
 ) -> None:
     """The container exits 78 with the one-line message, no secret text, nothing left running."""
     bad = BY_ID[row]
-    container = Container(image, bad.env(material))
+    container = Container(image, bad.env(material, Path("/nonexistent")))
     try:
         assert container.wait_exited(timeout=20) == EXIT_CONFIG
         logs = container.logs()

@@ -8,7 +8,11 @@ from dask.system import CPU_COUNT
 from entrypoint.errors import EXIT_CONFIG, ConfigError
 from entrypoint.settings import from_environ
 
-PEMS = {"DASK_CLUSTER_CERT": "cert text", "DASK_CLUSTER_KEY": "key text"}
+CERT_TEXT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+PEMS = {
+    "DASK_CLUSTER_CERT": CERT_TEXT,
+    "DASK_CLUSTER_KEY": CERT_TEXT.replace("CERTIFICATE", "PRIVATE KEY"),
+}
 
 
 def test_defaults_share_the_container_among_one_worker_per_cpu() -> None:
@@ -39,21 +43,42 @@ def test_threads_default_to_cpus_per_worker() -> None:
     assert from_environ({**PEMS, "NUM_WORKERS": "1"}).sizing.threads_per_worker == CPU_COUNT
 
 
-def test_pem_text_is_normalised_and_never_in_repr() -> None:
-    """CRLF and surrounding blanks go; the key stays out of the settings' repr."""
-    settings = from_environ({"DASK_CLUSTER_CERT": " a\r\nb \n", "DASK_CLUSTER_KEY": "secret"})
-    assert settings.cert_pem == b"a\nb\n"
-    assert "secret" not in repr(settings)
+def test_key_never_in_repr() -> None:
+    """The key and its passphrase stay out of the settings' repr."""
+    settings = from_environ({**PEMS, "DASK_CLUSTER_KEY_PASSPHRASE": "hunter2"})
+    assert "PRIVATE" not in repr(settings) and "hunter2" not in repr(settings)
+
+
+def test_too_many_threads_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Threads far beyond the CPUs start anyway, with a warning that says what to lower."""
+    sizing = from_environ(
+        {**PEMS, "NUM_WORKERS": "2", "THREADS_PER_WORKER": str(8 * CPU_COUNT)}
+    ).sizing
+    assert sizing.threads_per_worker == 8 * CPU_COUNT
+    assert "threads per CPU" in caplog.text
+
+
+def test_dashboard_is_https_unless_http_is_asked_for(caplog: pytest.LogCaptureFixture) -> None:
+    """Plain HTTP for the dashboard only when asked for, and then with a warning."""
+    assert from_environ(PEMS).dashboard_tls
+    assert not from_environ({**PEMS, "DASHBOARD_PROTOCOL": "HTTP"}).dashboard_tls
+    assert "plain HTTP" in caplog.text
 
 
 @pytest.mark.parametrize(
     ("env", "variable", "says"),
     [
-        ({"DASK_CLUSTER_KEY": "k"}, "DASK_CLUSTER_CERT", "is not set"),
-        ({"DASK_CLUSTER_CERT": "c"}, "DASK_CLUSTER_KEY", "is not set"),
+        ({"DASK_CLUSTER_KEY": CERT_TEXT}, "DASK_CLUSTER_CERT", "is not set"),
+        ({"DASK_CLUSTER_CERT": CERT_TEXT}, "DASK_CLUSTER_KEY", "is not set"),
         ({**PEMS, "DASK_CLUSTER_KEY": "  \n"}, "DASK_CLUSTER_KEY", "is empty"),
         ({**PEMS, "DASK_CLUSTER_CERT": "x" * (2 << 20)}, "DASK_CLUSTER_CERT", "too large"),
         ({**PEMS, "DASK_CLUSTER_CERT": "caf\udce9"}, "DASK_CLUSTER_CERT", "not UTF-8"),
+        (
+            {**PEMS, "MEMORY_PER_WORKER": "1000000"},
+            "MEMORY_PER_WORKER",
+            "is more than the container",
+        ),
+        ({**PEMS, "DASHBOARD_PROTOCOL": "ws"}, "DASHBOARD_PROTOCOL", "is not https or http"),
         ({**PEMS, "NUM_WORKERS": "0"}, "NUM_WORKERS", "out of range"),
         ({**PEMS, "NUM_WORKERS": "-2"}, "NUM_WORKERS", "not a whole number"),
         ({**PEMS, "NUM_WORKERS": "two"}, "NUM_WORKERS", "not a whole number"),

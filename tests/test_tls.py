@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from entrypoint.certs import issue, new_key
 from entrypoint.errors import ConfigError
@@ -122,3 +123,53 @@ def test_short_rsa_key_is_refused() -> None:
     """RSA under 2048 bits is refused."""
     weak = issue("weak", ca=True, key=new_key("rsa1024"))
     assert "has 1024 bits, fewer than 2048" in refusal(settings(weak.cert_pem, weak.key_pem))
+
+
+@pytest.mark.parametrize(
+    ("kind", "encoding"),
+    [
+        ("ec", serialization.PrivateFormat.PKCS8),
+        ("ec", serialization.PrivateFormat.TraditionalOpenSSL),  # SEC1: BEGIN EC PRIVATE KEY
+        ("rsa2048", serialization.PrivateFormat.PKCS8),
+        (
+            "rsa2048",
+            serialization.PrivateFormat.TraditionalOpenSSL,
+        ),  # PKCS#1: BEGIN RSA PRIVATE KEY
+        ("ed25519", serialization.PrivateFormat.PKCS8),
+    ],
+)
+def test_key_types_and_encodings(kind: str, encoding: serialization.PrivateFormat) -> None:
+    """RSA, EC and Ed25519 keys in PKCS#1, PKCS#8 and SEC1 pass, and are written out as PKCS#8."""
+    key = new_key(kind)
+    made = issue("k", ca=True, key=key)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, encoding, serialization.NoEncryption())
+    checked = check(settings(made.cert_pem, key_pem), NOW)
+    assert checked.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize(
+    "encoding", [serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL]
+)
+def test_encrypted_key_is_decrypted_with_its_passphrase(
+    material: ClusterMaterial, encoding: serialization.PrivateFormat
+) -> None:
+    """An encrypted key (PKCS#8, or legacy PKCS#1 with Proc-Type headers) opens with its
+    passphrase and is written out in clear, for distributed, which cannot take a passphrase."""
+    encrypted = material.seed.key.private_bytes(
+        serialization.Encoding.PEM, encoding, serialization.BestAvailableEncryption(b"pw")
+    )
+    config = Settings(
+        cert_pem=material.seed.cert_pem,
+        key_pem=encrypted,
+        ca_pem=None,
+        sizing=SIZING,
+        key_passphrase=b"pw",
+    )
+    assert check(config, NOW).key_pem == material.seed.key_pem
+
+
+def test_certificate_near_expiry_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Within 30 days of expiry the cluster starts, with a warning naming the date."""
+    soon = issue("soon", ca=True, days=10)
+    check(settings(soon.cert_pem, soon.key_pem), NOW)
+    assert "DASK_CLUSTER_CERT: the certificate expires on" in caplog.text
