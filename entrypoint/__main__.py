@@ -43,7 +43,11 @@ Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
   DASK_CLUSTER_CA     PEM CA certificate(s) that issued it                           optional
   NUM_WORKERS         worker processes              (default: CPUs of the container)
   THREADS_PER_WORKER  threads in each worker        (default: CPUs / NUM_WORKERS)
-  MEMORY_PER_WORKER   GB, or a size like 512MiB     (default: container memory / NUM_WORKERS)"""
+  MEMORY_PER_WORKER   GB, or a size like 512MiB     (default: container memory / NUM_WORKERS)
+  DASK_CLUSTER_KEY_PASSPHRASE  passphrase of an encrypted key                        optional
+  DASHBOARD_PROTOCOL  https (default, the cluster's certificate) or http
+Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
+NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key)."""
 
 log = logging.getLogger("entrypoint")
 
@@ -83,7 +87,7 @@ def prepare() -> dict[str, str]:
     checked = settings.from_environ(environ)
     material = tls.check(checked, datetime.now(UTC))
     require_tmpfs(PRIVATE_DIR)
-    plan = Plan.of(PRIVATE_DIR, checked.sizing)
+    plan = Plan.of(PRIVATE_DIR, checked.sizing, checked.dashboard_tls)
     write_private_files(
         PRIVATE_DIR,
         {
@@ -94,8 +98,9 @@ def prepare() -> dict[str, str]:
         },
     )
     log.info(
-        "%d workers x %d threads, memory limit %s each; scheduler tls://:8786, dashboard https://:8787",
+        "%d workers x %d threads, memory limit %s each; scheduler tls://:8786, dashboard %s://:8787",
         plan.workers, plan.threads_per_worker, plan.memory_limit,
+        "https" if plan.dashboard_tls else "http",
     )  # fmt: skip
     return clean_environment(environ)
 

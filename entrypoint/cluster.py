@@ -34,10 +34,17 @@ class Plan:
     workers: int
     threads_per_worker: int
     memory_limit: str
+    dashboard_tls: bool = True
 
     @classmethod
-    def of(cls, directory: Path, sizing: Sizing) -> Plan:
-        return cls(str(directory), sizing.workers, sizing.threads_per_worker, sizing.memory_limit)
+    def of(cls, directory: Path, sizing: Sizing, dashboard_tls: bool) -> Plan:
+        return cls(
+            str(directory),
+            sizing.workers,
+            sizing.threads_per_worker,
+            sizing.memory_limit,
+            dashboard_tls,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> Plan:
@@ -98,14 +105,13 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
     tls = "DASK_DISTRIBUTED__COMM__TLS__"
     dashboard = "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__"
     cert, key, ca = plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE)
+    dashboard_tls = {f"{dashboard}CERT": cert, f"{dashboard}KEY": key, f"{dashboard}CA_FILE": ca}
     return {
         **clean_environment(environ),
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
         f"{tls}CA_FILE": ca,
         **{f"{tls}{end}__CERT": cert for end in ("SCHEDULER", "WORKER", "CLIENT")},
         **{f"{tls}{end}__KEY": key for end in ("SCHEDULER", "WORKER", "CLIENT")},
-        f"{dashboard}CERT": cert,
-        f"{dashboard}KEY": key,
-        f"{dashboard}CA_FILE": ca,
+        **(dashboard_tls if plan.dashboard_tls else {}),
         "DASK_DISTRIBUTED__ADMIN__LOG_FORMAT": LOG_FORMAT.format(role=role),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers import Container, docker_available
-from tests.material import ClusterMaterial
+from tests.material import ClusterMaterial, write_pem_files
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,17 @@ def cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
         yield container
     finally:
         container.remove()
+
+
+@pytest.fixture(scope="session")
+def pems(tmp_path_factory: pytest.TempPathFactory, material: ClusterMaterial) -> dict[str, str]:
+    return write_pem_files(
+        tmp_path_factory.mktemp("pems"),
+        ca=material.ca.cert_pem,
+        client=material.client.cert_pem,
+        client_key=material.client.key_pem,
+        intruder=material.intruder.cert_pem,
+        intruder_key=material.intruder.key_pem,
+        seed=material.seed.cert_pem,
+        seed_key=material.seed.key_pem,
+    )

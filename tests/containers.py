@@ -62,6 +62,11 @@ class Container:
         # env -i: a docker exec inherits the container's environment, PEM included
         return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
 
+    def zombies(self) -> list[str]:
+        """Processes in state Z (dead, not reaped) in the container."""
+        states = self.exec("/bin/sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null")
+        return [line for line in states.splitlines() if line.split(") ", 1)[-1].startswith("Z")]
+
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
         """Poll `condition`; fail with the logs when the container exits or time runs out."""
         deadline = time.monotonic() + timeout

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed.security import Security
+
 from entrypoint.certs import Issued, issue, new_key
 
 
@@ -59,3 +61,12 @@ def write_pem_files(directory: Path, **pems: bytes) -> dict[str, str]:
         path.chmod(0o600)
         paths[name] = str(path)
     return paths
+
+
+def client_security(pems: dict[str, str], cert: str = "client") -> Security:
+    return Security(
+        tls_ca_file=pems["ca"],
+        tls_client_cert=pems[cert],
+        tls_client_key=pems[f"{cert}_key"],
+        require_encryption=True,
+    )

@@ -19,33 +19,10 @@ from distributed.security import Security
 from entrypoint.errors import EXIT_CONFIG
 from tests.bad_inputs import BY_ID
 from tests.containers import Container, docker
-from tests.material import ClusterMaterial, write_pem_files
+from tests.material import ClusterMaterial, client_security
 
 pytestmark = pytest.mark.container
 REFUSED = (OSError, TimeoutError)
-
-
-@pytest.fixture(scope="module")
-def pems(tmp_path_factory: pytest.TempPathFactory, material: ClusterMaterial) -> dict[str, str]:
-    return write_pem_files(
-        tmp_path_factory.mktemp("pems"),
-        ca=material.ca.cert_pem,
-        client=material.client.cert_pem,
-        client_key=material.client.key_pem,
-        intruder=material.intruder.cert_pem,
-        intruder_key=material.intruder.key_pem,
-        seed=material.seed.cert_pem,
-        seed_key=material.seed.key_pem,
-    )
-
-
-def client_security(pems: dict[str, str], cert: str = "client") -> Security:
-    return Security(
-        tls_ca_file=pems["ca"],
-        tls_client_cert=pems[cert],
-        tls_client_key=pems[f"{cert}_key"],
-        require_encryption=True,
-    )
 
 
 def pid_of(container: Container, module: str) -> str:
@@ -198,6 +175,7 @@ def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None
 
     cluster.wait_until(back_to_two, "a replacement worker", timeout=60)
     assert client.submit(lambda: 1).result(timeout=30) == 1
+    assert cluster.zombies() == []
 
 
 def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, str]) -> None:
@@ -210,6 +188,7 @@ def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, st
     with Client(fresh.address, security=client_security(pems), timeout="20s") as client:
         client.wait_for_workers(2, timeout=60)
         assert client.submit(lambda: 2).result(timeout=30) == 2
+    assert fresh.zombies() == []  # the orphaned worker processes were reaped
 
 
 def test_docker_stop_exits_0_quickly(fresh: Container) -> None:
@@ -251,8 +230,10 @@ def test_read_only_root_and_an_arbitrary_user(
 
 
 @pytest.mark.parametrize(
-    "row", ["key-unset", "key-of-another-cert", "expired", "other-ca", "workers-zero"]
-)
+    "row",
+    ["key-unset", "cert-garbage", "key-of-another-cert", "expired", "cert-of-another-ca",
+     "passphrase-wrong", "key-file-missing", "memory-over-the-limit"],
+)  # fmt: skip
 def test_bad_input_stops_the_container_at_once(
     image: str, material: ClusterMaterial, row: str
 ) -> None:
