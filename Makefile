@@ -25,12 +25,12 @@ export POETRY_VIRTUALENVS_IN_PROJECT := true
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv build certs run stop test lint clean
+.PHONY: help venv build certs run stop test lint bench clean
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
-	@echo "make build [IMAGE=name:tag] | make certs | make lint | make stop | make clean"
+	@echo "make build [IMAGE=name:tag] | make certs | make lint | make stop | make bench | make clean"
 
 venv: .venv/.synced
 .venv/.synced: pyproject.toml poetry.lock
@@ -55,13 +55,20 @@ stop:
 	$(DOCKER) stop $(NAME) && $(DOCKER) rm $(NAME)
 
 lint: venv
-	$(VENV)/ruff check entrypoint tests
-	$(VENV)/ruff format --check entrypoint tests
+	$(VENV)/ruff check entrypoint tests bench
+	$(VENV)/ruff format --check entrypoint tests bench
 	$(VENV)/mypy
 	$(VENV)/hadolint Dockerfile
 
 test: lint build
 	IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(VENV)/pytest
+
+# this image against a rebuild of the seed's setup on the same base: bench/results/ (about 15 min)
+bench: venv
+	base="$${BASE_IMAGE:-$$(DOCKER=$(DOCKER) docker/base-image.sh)}"; \
+	DOCKER=$(DOCKER) $(VENV)/python -m bench.run --base "$$base" $(BENCH_ARGS) \
+	  $(if $(BUILD_CA),--build-option=--secret=id=pip-ca$(,)src=$(BUILD_CA)) \
+	  $(if $(POETRY_PYPI_MIRROR_URL),--build-option=--build-arg=POETRY_PYPI_MIRROR_URL=$(POETRY_PYPI_MIRROR_URL))
 
 clean:
 	-$(DOCKER) rm -f $(NAME) 2>/dev/null

@@ -1,0 +1,390 @@
+"""`make bench`: this image against a faithful rebuild of the seed's setup, side by side.
+
+Each round builds both images cold, rebuilds both after a code-only change, then for each N starts
+each image, times it to ready (a TLS client sees N workers and one task returns), reads its idle
+memory and process count, and times `docker stop`. Rounds alternate which image goes first. Prints a
+table (medians, min-max, per-round ratios to the seed) and writes it with the machine's description
+as JSON, plus a chart (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from dask.utils import format_bytes, parse_bytes
+from distributed import Client
+from distributed.security import Security
+
+from tests.material import ClusterMaterial, write_pem_files
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = os.environ.get("DOCKER") or (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+)
+OURS, SEED = "ours", "seed"
+# the host's Python patch release differs from the images'; not what is measured
+warnings.filterwarnings("ignore", message="Mismatched versions found")
+IDLE_SETTLE = 3.0  # seconds after ready before memory is read
+TRANSFER = 256 << 20  # bytes per throughput trial
+TARGETS = {  # metric: (largest allowed ratio to the seed, or None), absolute limit, unit
+    "ready_s": (0.5, None),
+    "stop_s": (None, 1.0),
+    "idle_memory_bytes": (0.7, None),
+    "bytes_added": (0.6, None),
+    "rebuild_s": (None, 10.0),
+}
+
+Samples = dict[str, dict[str, list[float]]]  # metric[/N] -> image -> one value per round
+
+
+@dataclass(frozen=True)
+class Images:
+    base: str
+    tags: dict[str, str]
+    dockerfiles: dict[str, str]
+    build_args: list[str]
+
+
+def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
+    result = subprocess.run(
+        [DOCKER, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return result.stdout.strip()
+
+
+def build(images: Images, which: str, context: Path, cold: bool) -> float:
+    if cold:
+        docker("builder", "prune", "-af")
+    started = time.perf_counter()
+    docker(
+        "build",
+        "-q",
+        *images.build_args,
+        "-f",
+        str(context / images.dockerfiles[which]),
+        "-t",
+        images.tags[which],
+        str(context),
+        env={"DOCKER_BUILDKIT": "1"},
+    )
+    return time.perf_counter() - started
+
+
+def code_change_context() -> Path:
+    """A copy of the build context with one line of code changed in each image."""
+    context = Path(tempfile.mkdtemp(prefix="bench-context-"))
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "poetry.lock"):
+        shutil.copy(ROOT / name, context / name)
+    shutil.copytree(ROOT / "entrypoint", context / "entrypoint")
+    shutil.copytree(ROOT / "bench" / "seed", context / "bench" / "seed")
+    stamp = f"\n# rebuilt {time.time_ns()}\n"
+    with (context / "entrypoint" / "health.py").open("a") as code:
+        code.write(stamp)
+    with (context / "bench" / "seed" / "dask-entrypoint.sh").open("a") as code:
+        code.write(stamp)
+    return context
+
+
+def run_once(tag: str, env: dict[str, str], workers: int, security: Security) -> dict[str, float]:
+    """Start, time to ready, read idle memory and processes, time the stop; always remove."""
+    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    docker("run", "-d", "--name", name, *[a for k in env for a in ("-e", k)], tag, env=env)
+    try:
+        address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+        with Client(f"tls://{address}:8786", security=security, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=60)
+            assert client.submit(int.__add__, 1, 1, pure=False).result(timeout=60) == 2
+            ready = time.perf_counter() - started
+        time.sleep(IDLE_SETTLE)
+        memory = parse_bytes(
+            docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0]
+        )
+        processes = len(docker("top", name, "-eo", "pid").splitlines()) - 1
+        stopping = time.perf_counter()
+        docker("stop", name, timeout=60)
+        stop = time.perf_counter() - stopping
+        exit_code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name))
+    finally:
+        docker("rm", "-f", name)
+    return {
+        "ready_s": ready,
+        "idle_memory_bytes": memory,
+        "processes": processes,
+        "stop_s": stop,
+        "exit_code": exit_code,
+    }
+
+
+def throughput(tag: str, env: dict[str, str], security: Security | None) -> float:
+    """Bytes per second of a scatter + gather round trip; TLS via the entrypoint, else plain TCP
+    from the same image with the processes started by hand."""
+    name = f"bench-tp-{os.getpid()}"
+    plain = ["--entrypoint", "/bin/sh"] if security is None else []
+    command = (
+        ["-c", "dask scheduler & exec dask worker --nworkers 1 --no-dashboard tcp://127.0.0.1:8786"]
+        if security is None
+        else []
+    )
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        *[a for k in env for a in ("-e", k)],
+        *plain,
+        tag,
+        *command,
+        env=env,
+    )
+    try:
+        address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+        protocol = "tcp" if security is None else "tls"
+        with Client(f"{protocol}://{address}:8786", security=security, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+            data = np.random.default_rng(0).integers(0, 256, TRANSFER, dtype=np.uint8)
+            trials = []
+            for _ in range(3):
+                started = time.perf_counter()
+                future = client.scatter(data)
+                back = future.result()
+                trials.append(2 * TRANSFER / (time.perf_counter() - started))
+                assert np.array_equal(back, data)
+                del future
+        return statistics.median(trials)
+    finally:
+        docker("rm", "-f", name)
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": format_bytes(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+        "kernel": platform.release(),
+        "docker": docker("version", "-f", "{{.Server.Version}}"),
+        "python": platform.python_version(),
+    }
+
+
+def summarize(samples: Samples) -> dict[str, dict[str, object]]:
+    summary: dict[str, dict[str, object]] = {}
+    for metric, by_image in samples.items():
+        ours, seed = by_image[OURS], by_image[SEED]
+        ratios = [a / b for a, b in zip(ours, seed, strict=True) if b]
+        summary[metric] = {
+            "ours": {
+                "median": statistics.median(ours),
+                "min": min(ours),
+                "max": max(ours),
+                "values": ours,
+            },
+            "seed": {
+                "median": statistics.median(seed),
+                "min": min(seed),
+                "max": max(seed),
+                "values": seed,
+            },
+            "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+            if ratios
+            else None,
+            "verdict": verdict(
+                metric, statistics.median(ours), statistics.median(ratios) if ratios else None
+            ),
+        }
+    return summary
+
+
+def verdict(metric: str, ours: float, ratio: float | None) -> str:
+    base = metric.split("/")[0]
+    if base not in TARGETS:
+        return ""
+    max_ratio, limit = TARGETS[base]
+    if max_ratio is not None and ratio is not None:
+        return f"{'met' if ratio <= max_ratio else 'MISSED'} (<= {max_ratio}x)"
+    if limit is not None:
+        return f"{'met' if ours <= limit else 'MISSED'} (<= {limit:g} s)"
+    return ""
+
+
+def shown(metric: str, value: float) -> str:
+    return format_bytes(int(value)) if "bytes" in metric else f"{value:.2f}"
+
+
+def span(metric: str, stats: dict[str, float]) -> str:
+    low, high = shown(metric, stats["min"]), shown(metric, stats["max"])
+    return f"{shown(metric, stats['median'])} [{low}-{high}]"
+
+
+def table(summary: dict[str, dict[str, object]]) -> str:
+    columns = ("ours median [min-max]", "seed median [min-max]", "ratio [min-max]")
+    lines = [f"{'metric':<26}{columns[0]:<30}{columns[1]:<30}{columns[2]:<22}target"]
+    for metric, row in summary.items():
+        ours, seed, r = row[OURS], row[SEED], row["ratio"]
+        assert isinstance(ours, dict) and isinstance(seed, dict)
+        ratio = f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if isinstance(r, dict) else "-"
+        cells = f"{span(metric, ours):<30}{span(metric, seed):<30}{ratio:<22}"
+        lines.append(f"{metric:<26}{cells}{row['verdict']}")
+    return "\n".join(lines)
+
+
+def chart(
+    summary: dict[str, dict[str, object]], workers: list[int], path: Path, about: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("ready_s", "ready after docker run (s)"),
+        ("stop_s", "docker stop (s)"),
+        ("idle_memory_bytes", "idle memory (MiB)"),
+    ]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for axis, (metric, title) in zip(axes, panels, strict=False):
+        for image, colour in ((OURS, "tab:blue"), (SEED, "tab:grey")):
+            medians = [summary[f"{metric}/N={n}"][image]["median"] for n in workers]  # type: ignore[index]
+            scale = (1 << 20) if "bytes" in metric else 1
+            axis.plot(workers, [m / scale for m in medians], "o-", color=colour, label=image)
+        axis.set_title(title)
+        axis.set_xlabel("workers (N)")
+        axis.set_xticks(workers)
+        axis.legend()
+    sizes = [summary["bytes_added"][image]["median"] / (1 << 20) for image in (OURS, SEED)]  # type: ignore[index]
+    axes[3].bar([OURS, SEED], sizes, color=["tab:blue", "tab:grey"])
+    axes[3].set_title("bytes added over the base (MiB)")
+    figure.suptitle(f"dask-tls vs the seed's setup, medians; {about}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--base", required=True, help="the base image both are built on")
+    parser.add_argument(
+        "--build-option",
+        action="append",
+        default=[],
+        dest="build_options",
+        help="one more `docker build` option for both images, e.g. --build-option=--secret=...",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    images = Images(
+        base=args.base,
+        tags={OURS: "dask-tls:bench", SEED: "dask-tls-seed:bench"},
+        dockerfiles={OURS: "Dockerfile", SEED: "bench/seed/Dockerfile"},
+        build_args=["--build-arg", f"BASE_IMAGE={args.base}", *args.build_options],
+    )
+    material = ClusterMaterial.issue()
+    pems = write_pem_files(
+        Path(tempfile.mkdtemp()), seed=material.seed.cert_pem, seed_key=material.seed.key_pem
+    )
+    security = Security(
+        tls_ca_file=pems["seed"],
+        tls_client_cert=pems["seed"],
+        tls_client_key=pems["seed_key"],
+        require_encryption=True,
+    )
+    base_size = int(docker("image", "inspect", "-f", "{{.Size}}", args.base))
+
+    samples: Samples = defaultdict(lambda: defaultdict(list))
+    exit_codes: dict[str, set[int]] = defaultdict(set)
+    processes: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for round_number in range(args.rounds):
+        order = [OURS, SEED] if round_number % 2 == 0 else [SEED, OURS]
+        print(f"round {round_number + 1}/{args.rounds}: building", flush=True)
+        context = code_change_context()
+        for which in order:  # a cold build prunes the cache: each rebuild follows its own
+            samples["cold_build_s"][which].append(build(images, which, ROOT, cold=True))
+            samples["rebuild_s"][which].append(build(images, which, context, cold=False))
+            size = int(docker("image", "inspect", "-f", "{{.Size}}", images.tags[which]))
+            samples["bytes_added"][which].append(size - base_size)
+        shutil.rmtree(context)
+        for workers in args.workers:
+            env = {
+                **material.seed_env(),
+                "NUM_WORKERS": str(workers),
+                "THREADS_PER_WORKER": "1",
+                "MEMORY_PER_WORKER": "1",
+            }
+            for which in order:
+                result = run_once(images.tags[which], env, workers, security)
+                print(f"  N={workers} {which}: {result}", flush=True)
+                for metric in ("ready_s", "stop_s", "idle_memory_bytes"):
+                    samples[f"{metric}/N={workers}"][which].append(result[metric])
+                exit_codes[which].add(int(result["exit_code"]))
+                processes[which][workers].append(int(result["processes"]))
+
+    env = material.seed_env()
+    tls = throughput(images.tags[OURS], env, security)
+    tcp = throughput(images.tags[OURS], env, None)
+    summary = summarize(samples)
+    about = f"{machine()['cores']} cores, {machine()['cpu']}, {args.rounds} rounds"
+    report = table(summary)
+    counts = ", ".join(
+        f"{n}: {statistics.median(processes[OURS][n]):g} / "
+        f"{statistics.median(processes[SEED][n]):g}"
+        for n in args.workers
+    )
+    extra = (
+        f"docker stop exit codes: ours {sorted(exit_codes[OURS])}, "
+        f"seed {sorted(exit_codes[SEED])}\n"
+        f"processes (N: ours / seed): {counts}\n"
+        f"bulk transfer, our image: TLS {format_bytes(int(tls))}/s, "
+        f"plain TCP {format_bytes(int(tcp))}/s (TLS/TCP {tls / tcp:.2f})"
+    )
+    print(report + "\n" + extra)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.txt").write_text(f"{report}\n{extra}\n{about}\n")
+    (args.out / "bench.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "rounds": args.rounds,
+                "workers": args.workers,
+                "summary": summary,
+                "exit_codes": {k: sorted(v) for k, v in exit_codes.items()},
+                "processes": {
+                    k: {str(n): v for n, v in by_n.items()} for k, by_n in processes.items()
+                },
+                "throughput_bytes_per_s": {"tls": tls, "tcp": tcp},
+            },
+            indent=1,
+        )
+    )
+    chart(summary, args.workers, args.out / "bench.png", about)
+
+
+if __name__ == "__main__":
+    main()
