@@ -45,7 +45,7 @@ build:
 
 certs: certs/cluster.pem
 certs/cluster.pem: | venv
-	$(VENV)/python -m entrypoint.certs certs
+	$(VENV)/python -m entrypoint certs new --out certs --days 90
 
 run: build $(if $(CERT),,certs)
 	DOCKER=$(DOCKER) IMAGE=$(IMAGE) NAME=$(NAME) NUM_WORKERS=$(NUM_WORKERS) \

@@ -47,12 +47,18 @@ Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
   DASK_CLUSTER_KEY_PASSPHRASE  passphrase of an encrypted key                        optional
   DASHBOARD_PROTOCOL  https (default, the cluster's certificate) or http
 Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
-NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key)."""
+NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key).
+Tools (docker run --rm IMAGE COMMAND --help): certs new|inspect, client-config, gce."""
+TOOLS = {"certs", "client-config", "gce"}
 
 log = logging.getLogger("entrypoint")
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] and argv[1] in TOOLS:
+        from entrypoint import cli
+
+        return cli.main(argv[1:])
     if argv[1:]:
         print(USAGE, file=sys.stderr if argv[1:] != ["--help"] else sys.stdout)
         return EXIT_OK if argv[1:] == ["--help"] else EXIT_USAGE
@@ -87,7 +93,7 @@ def prepare() -> dict[str, str]:
     checked = settings.from_environ(environ)
     material = tls.check(checked, datetime.now(UTC))
     require_tmpfs(PRIVATE_DIR)
-    plan = Plan.of(PRIVATE_DIR, checked.sizing, checked.dashboard_tls)
+    plan = Plan.of(PRIVATE_DIR, checked)
     write_private_files(
         PRIVATE_DIR,
         {
@@ -97,12 +103,21 @@ def prepare() -> dict[str, str]:
             PLAN_FILE: plan.to_json(),
         },
     )
-    log.info(
-        "%d workers x %d threads, memory limit %s each; scheduler tls://:8786, dashboard %s://:8787",
-        plan.workers, plan.threads_per_worker, plan.memory_limit,
-        "https" if plan.dashboard_tls else "http",
-    )  # fmt: skip
+    log.info("%s", describe(plan))
     return clean_environment(environ)
+
+
+def describe(plan: Plan) -> str:
+    parts = []
+    if plan.runs_scheduler:
+        dashboard = "https" if plan.dashboard_tls else "http"
+        parts.append(f"scheduler tls://:8786, dashboard {dashboard}://:8787")
+    if plan.runs_workers:
+        parts.append(
+            f"{plan.workers} workers x {plan.threads_per_worker} threads, memory limit "
+            f"{plan.memory_limit} each, for {plan.scheduler_address}"
+        )
+    return f"role {plan.role}: " + "; ".join(parts)
 
 
 if __name__ == "__main__":

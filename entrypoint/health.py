@@ -1,10 +1,12 @@
-"""Docker HEALTHCHECK: healthy when the scheduler answers over mutual TLS with every worker
-registered. Runs under `env -i`, so it reads what it needs from the private directory."""
+"""Docker HEALTHCHECK: healthy when the scheduler answers over mutual TLS with this container's
+workers registered (role all: all N; scheduler: none needed; worker: N named after this container).
+Runs under `env -i`, so it reads what it needs from the private directory."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from distributed.core import rpc
 from distributed.security import Security
@@ -15,10 +17,19 @@ from entrypoint.private_files import PRIVATE_DIR
 TIMEOUT = 5.0
 
 
-async def count_workers(address: str, security: Security) -> int:
+async def ask_identity(address: str, security: Security, with_workers: bool) -> dict[str, Any]:
     async with rpc(address, connection_args=security.get_connection_args("client")) as scheduler:
-        identity = await scheduler.identity(n_workers=0)
-    return int(identity["n_workers"])
+        identity: dict[str, Any] = await scheduler.identity(n_workers=-1 if with_workers else 0)
+    return identity
+
+
+def registered(plan: Plan, identity: dict[str, Any]) -> int:
+    """How many of this container's workers the scheduler knows."""
+    if plan.role != "worker":
+        return int(identity["n_workers"])
+    prefix = f"{plan.worker_name}-"
+    names = [str(w.get("name")) for w in identity.get("workers", {}).values()]
+    return sum(name == plan.worker_name or name.startswith(prefix) for name in names)
 
 
 def check(plan: Plan) -> str | None:
@@ -29,12 +40,12 @@ def check(plan: Plan) -> str | None:
         tls_client_key=plan.path(KEY_FILE),
         require_encryption=True,
     )
+    asking = ask_identity(plan.scheduler_address, security, with_workers=plan.role == "worker")
     try:
-        workers = asyncio.run(
-            asyncio.wait_for(count_workers(plan.local_scheduler, security), TIMEOUT)
-        )
+        identity = asyncio.run(asyncio.wait_for(asking, TIMEOUT))
     except (OSError, TimeoutError) as error:
-        return f"the scheduler does not answer over TLS at {plan.local_scheduler}: {error}"
+        return f"the scheduler does not answer over TLS at {plan.scheduler_address}: {error}"
+    workers = registered(plan, identity)
     if workers < plan.workers:
         return f"{workers} of {plan.workers} workers registered"
     return None
@@ -47,7 +58,9 @@ def main() -> int:
         print("unhealthy: the cluster has not started")
         return 1
     problem = check(plan)
-    print(f"unhealthy: {problem}" if problem else f"healthy: {plan.workers} workers")
+    print(
+        f"unhealthy: {problem}" if problem else f"healthy: role {plan.role}, {plan.workers} workers"
+    )
     return 1 if problem else 0
 
 

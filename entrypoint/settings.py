@@ -17,6 +17,10 @@ WORKERS_VAR = "NUM_WORKERS"
 THREADS_VAR = "THREADS_PER_WORKER"
 MEMORY_VAR = "MEMORY_PER_WORKER"
 DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
+ROLE_VAR = "DASK_ROLE"
+SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
+ROLES = ("all", "scheduler", "worker")
+LOCAL_SCHEDULER = "tls://127.0.0.1:8786"
 
 MAX_WORKERS = 256
 MAX_THREADS = 1024
@@ -44,10 +48,13 @@ class Settings:
     sizing: Sizing
     key_passphrase: bytes | None = field(default=None, repr=False)
     dashboard_tls: bool = True
+    role: str = "all"
+    scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
     """Read and check every variable; raise ConfigError for the first that is wrong."""
+    role, scheduler_address = _role(environ)
     return Settings(
         cert_pem=_required_pem(environ, CERT_VAR, "cert"),
         key_pem=_required_pem(environ, KEY_VAR, "key"),
@@ -55,7 +62,47 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
         sizing=_sizing(environ),
         dashboard_tls=_dashboard_tls(environ),
+        role=role,
+        scheduler_address=scheduler_address,
     )
+
+
+def _role(environ: Mapping[str, str]) -> tuple[str, str]:
+    role = environ.get(ROLE_VAR, "").strip().lower() or "all"
+    if role not in ROLES:
+        raise ConfigError(
+            ROLE_VAR, f"{role[:20]!r} is not all, scheduler or worker", "unset it for all"
+        )
+    address = environ.get(SCHEDULER_ADDRESS_VAR, "").strip()
+    if role != "worker":
+        if address:
+            log.warning(
+                "%s is ignored: only DASK_ROLE=worker connects elsewhere", SCHEDULER_ADDRESS_VAR
+            )
+        return role, LOCAL_SCHEDULER
+    if not address:
+        raise ConfigError(
+            SCHEDULER_ADDRESS_VAR,
+            "is not set, and DASK_ROLE=worker needs it",
+            "set tls://HOST:8786",
+        )
+    return role, _tls_address(address)
+
+
+def _tls_address(text: str) -> str:
+    """tls://HOST:PORT from `HOST`, `HOST:PORT` or `tls://HOST:PORT`; any other scheme refused."""
+    fix = "set it to tls://HOST:8786"
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "tls", text
+    if scheme != "tls":
+        raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{scheme[:10]}:// is not TLS", fix)
+    host, colon, port = rest.rpartition(":")
+    if not colon or host.endswith(":"):  # no port given (or a bare IPv6 address)
+        host, port = rest, "8786"
+    if not host or any(c in host for c in " /@") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{text[:60]!r} is not HOST:PORT", fix)
+    return f"tls://{host}:{port}"
 
 
 def _required_pem(environ: Mapping[str, str], name: str, what: str) -> bytes:

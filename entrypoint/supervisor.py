@@ -4,7 +4,9 @@ workers, and stops everything on SIGTERM/SIGINT.
 What deaths mean: the scheduler is the cluster, so if it dies the container exits non-zero (a
 restart policy then acts). A worker process that dies is replaced by its nanny (distributed); if
 the whole `dask worker` process dies it is restarted here with backoff, and after RESTART_DELAYS
-are spent on quick failures in a row the container exits non-zero rather than loop.
+are spent on quick failures in a row the container exits non-zero rather than loop. A worker-only
+container (DASK_ROLE=worker) instead waits for its remote scheduler, with backoff and forever:
+its workers exit when that scheduler goes away, and come back when it answers again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +42,7 @@ ORPHANED_WORKERS_GRACE = 1.0
 SCHEDULER_GRACE = 2.0
 KILL_WAIT = 1.0
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+WAIT_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between looks for a remote scheduler; then 30 s
 STABLE_AFTER = 60.0  # a worker process that ran this long resets the count of quick failures
 
 log = logging.getLogger("entrypoint")
@@ -46,6 +50,7 @@ Spawn = Callable[[list[str], dict[str, str]], int]
 Kill = Callable[[int, int], None]
 WaitPid = Callable[[int, int], tuple[int, int]]
 Clock = Callable[[], float]
+Probe = Callable[[], str | None]  # None when the scheduler is reachable, else why not
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> int:
@@ -94,15 +99,20 @@ class Child:
 
 
 class Supervisor:
+    """Runs the scheduler and/or the workers; either may be absent (DASK_ROLE). With `probe`, the
+    workers start only once it finds the scheduler reachable, and their exits never end us."""
+
     def __init__(
-        self, scheduler: Child, workers: Child, *, waitpid: WaitPid = os.waitpid,
-        clock: Clock = time.monotonic,
+        self, scheduler: Child | None, workers: Child | None, *, probe: Probe | None = None,
+        waitpid: WaitPid = os.waitpid, clock: Clock = time.monotonic,
     ) -> None:  # fmt: skip
-        self.scheduler, self.workers = scheduler, workers
+        self.scheduler, self.workers, self.probe = scheduler, workers, probe
+        self.children = [child for child in (workers, scheduler) if child is not None]
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.exit_code: int | None = None
-        self.restart_at: float | None = None
+        self.start_workers_at: float | None = None
         self.quick_failures = 0
+        self.waits = 0
         self.hurry = False
         self.workers_grace = WORKERS_GRACE
         self._waitpid, self._clock = waitpid, clock
@@ -116,19 +126,21 @@ class Supervisor:
         self.signals.put(signum)  # nothing else here: the loop logs and acts
 
     def run(self) -> int:
-        """Start both children, supervise until told to stop or the scheduler dies, then stop."""
+        """Start the children, supervise until told to stop or the scheduler dies, then stop."""
         self.step(timeout=0)  # a signal that arrived during start-up: stop before starting
         if self.exit_code is None:
-            now = self._clock()
-            self.scheduler.start(now)
-            self.workers.start(now)
+            if self.scheduler:
+                self.scheduler.start(self._clock())
+            if self.workers:
+                self.start_workers_at = self._clock()
+                self.start_due()
         while self.exit_code is None:
             self.step(timeout=TICK)
         self.stop()
         return self.exit_code
 
     def step(self, timeout: float) -> None:
-        """One turn: act on at most one signal, reap, restart what is due."""
+        """One turn: act on at most one signal, reap, start the workers if that is due."""
         try:
             signum: int | None = self.signals.get(block=timeout > 0, timeout=timeout or None)
         except queue.Empty:
@@ -136,7 +148,7 @@ class Supervisor:
         if signum is not None:
             getattr(self, f"handle_{SIGNALS[signal.Signals(signum)]}")()
         self.reap()
-        self.restart_due()
+        self.start_due()
 
     def handle_term(self) -> None:
         self._begin_stop("SIGTERM")
@@ -154,7 +166,7 @@ class Supervisor:
 
     def reap(self) -> None:
         for pid, status in self._reaped():
-            child = next((c for c in (self.scheduler, self.workers) if c.pid == pid), None)
+            child = next((c for c in self.children if c.pid == pid), None)
             if child is None:
                 log.debug("reaped orphan %d", pid)  # e.g. a worker process of a killed nanny
                 continue
@@ -181,6 +193,11 @@ class Supervisor:
             )
             self.exit_code = EXIT_FAILURE
             self.workers_grace = ORPHANED_WORKERS_GRACE
+        elif self.probe:
+            log.warning(
+                "%s[%d] %s: starting them again once the scheduler answers", child.role, pid, how
+            )
+            self.start_workers_at = self._clock()
         else:
             self._schedule_restart(child, pid, how)
 
@@ -196,19 +213,30 @@ class Supervisor:
         delay = RESTART_DELAYS[self.quick_failures]
         self.quick_failures += 1
         log.error("%s[%d] %s: restarting in %.0f s", child.role, pid, how, delay)
-        self.restart_at = now + delay
+        self.start_workers_at = now + delay
 
-    def restart_due(self) -> None:
-        due = self.restart_at is not None and self._clock() >= self.restart_at
-        if self.exit_code is None and due:
-            self.restart_at = None
-            self.workers.start(self._clock())
+    def start_due(self) -> None:
+        """Start the workers if their time has come (and, with a probe, the scheduler answers)."""
+        due = self.start_workers_at is not None and self._clock() >= self.start_workers_at
+        if self.exit_code is not None or not due or self.workers is None:
+            return
+        problem = self.probe() if self.probe else None
+        if problem:
+            delay = WAIT_DELAYS[min(self.waits, len(WAIT_DELAYS) - 1)]
+            self.waits += 1
+            log.warning("waiting for the scheduler: %s; next look in %.0f s", problem, delay)
+            self.start_workers_at = self._clock() + delay
+            return
+        self.waits = 0
+        self.start_workers_at = None
+        self.workers.start(self._clock())
 
     def stop(self) -> None:
         """When this returns, every child has been reaped: workers first, then the scheduler, each
         SIGTERMed, then SIGKILLed with its whole group once its grace is spent."""
-        self.restart_at = None
-        for child, grace in ((self.workers, self.workers_grace), (self.scheduler, SCHEDULER_GRACE)):
+        self.start_workers_at = None
+        for child in self.children:
+            grace = self.workers_grace if child is self.workers else SCHEDULER_GRACE
             if child.running:
                 child.signal(signal.SIGTERM)
                 if not self._wait_for(child, 0 if self.hurry else grace):
@@ -239,19 +267,38 @@ def describe_exit(code: int) -> str:
     return f"was killed by {name}{hint}"
 
 
+def reachable(address: str, timeout: float = 2.0) -> Probe:
+    """A probe: can a TCP connection to the tls://HOST:PORT `address` be opened?"""
+    host, _, port = address.removeprefix("tls://").rpartition(":")
+
+    def probe() -> str | None:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as error:
+            return f"{address}: {error.strerror or error}"
+        return None
+
+    return probe
+
+
+def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
+    def child(role: str, log_tag: str, command: list[str]) -> Child:
+        return Child(role, command, child_environment(environ, plan, log_tag))
+
+    return Supervisor(
+        child("scheduler", "scheduler", scheduler_command(plan)) if plan.runs_scheduler else None,
+        child("workers", "worker", workers_command(plan)) if plan.runs_workers else None,
+        probe=reachable(plan.scheduler_address) if plan.role == "worker" else None,
+    )
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="supervisor")
     )
     directory = Path(argv[1])
     try:
-        plan = Plan.load(directory)
-        environ = dict(os.environ)
-        scheduler_env = child_environment(environ, plan, "scheduler")
-        supervisor = Supervisor(
-            Child("scheduler", scheduler_command(plan), scheduler_env),
-            Child("workers", workers_command(plan), child_environment(environ, plan, "worker")),
-        )
+        supervisor = supervisor_for(Plan.load(directory), dict(os.environ))
         supervisor.install_signal_handlers()
         code = supervisor.run()
     finally:

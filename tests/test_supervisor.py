@@ -65,10 +65,21 @@ def make(processes: Processes, clock: Clock | None = None) -> Supervisor:
     )
 
 
+def scheduler_of(supervisor: Supervisor) -> Child:
+    assert supervisor.scheduler is not None
+    return supervisor.scheduler
+
+
+def workers_of(supervisor: Supervisor) -> Child:
+    assert supervisor.workers is not None
+    return supervisor.workers
+
+
 def started(supervisor: Supervisor) -> Supervisor:
+    """Both children started: the scheduler is pid 101, the workers pid 102."""
     supervisor.step(timeout=0)
-    for child in (supervisor.scheduler, supervisor.workers):
-        child.start(0)
+    scheduler_of(supervisor).start(0)
+    workers_of(supervisor).start(0)
     return supervisor
 
 
@@ -82,7 +93,7 @@ def test_sigterm_stops_workers_then_scheduler_and_exits_0() -> None:
     terms = [pid for pid, sig in processes.sent if sig == signal.SIGTERM]
     assert terms == [102, 101]
     assert supervisor.exit_code == EXIT_OK
-    assert not supervisor.scheduler.running and not supervisor.workers.running
+    assert not scheduler_of(supervisor).running and not workers_of(supervisor).running
 
 
 def test_children_that_ignore_sigterm_are_killed_with_their_group() -> None:
@@ -130,13 +141,14 @@ def test_dead_workers_process_is_restarted_after_a_delay() -> None:
     supervisor = started(make(processes, clock))
     processes.exits.append((102, KILLED))
     supervisor.step(timeout=0)
-    assert supervisor.exit_code is None and not supervisor.workers.running
+    assert supervisor.exit_code is None and not workers_of(supervisor).running
     assert (
-        supervisor.restart_at is not None and supervisor.restart_at - clock.now <= RESTART_DELAYS[0]
+        supervisor.start_workers_at is not None
+        and supervisor.start_workers_at - clock.now <= RESTART_DELAYS[0]
     )
     clock.now += RESTART_DELAYS[0]
     supervisor.step(timeout=0)
-    assert supervisor.workers.pid == 103
+    assert workers_of(supervisor).pid == 103
 
 
 def test_quick_failures_in_a_row_give_up() -> None:
@@ -145,10 +157,10 @@ def test_quick_failures_in_a_row_give_up() -> None:
     clock = Clock()
     supervisor = started(make(processes, clock))
     for _ in range(len(RESTART_DELAYS) + 1):
-        processes.exits.append((supervisor.workers.pid or 0, 1 << 8))  # exit code 1, at once
+        processes.exits.append((workers_of(supervisor).pid or 0, 1 << 8))  # exit code 1, at once
         supervisor.step(timeout=0)
-        if supervisor.restart_at is not None:
-            clock.now = supervisor.restart_at
+        if supervisor.start_workers_at is not None:
+            clock.now = supervisor.start_workers_at
             supervisor.step(timeout=0)
     assert supervisor.exit_code == EXIT_FAILURE
     assert len(processes.started) == 2 + len(RESTART_DELAYS)
@@ -183,3 +195,58 @@ def test_signal_before_start_starts_nothing() -> None:
 def test_exit_descriptions(code: int, text: str) -> None:
     """Exit codes and signals are told apart; SIGKILL comes with a hint."""
     assert text in describe_exit(code)
+
+
+def worker_only(processes: Processes, clock: Clock, answers: list[str | None]) -> Supervisor:
+    """A DASK_ROLE=worker supervisor whose probe gives `answers` in turn (then None)."""
+    child = Child("workers", ["workers"], {}, spawn=processes.spawn, kill=processes.kill)
+    return Supervisor(
+        None, child, probe=lambda: answers.pop(0) if answers else None,
+        waitpid=processes.waitpid, clock=clock,
+    )  # fmt: skip
+
+
+def test_worker_only_waits_for_the_scheduler_with_backoff() -> None:
+    """No scheduler yet: no worker starts; each look waits longer; once it answers they start."""
+    processes, clock = Processes(), Clock()
+    supervisor = worker_only(processes, clock, ["refused", "refused", "refused"])
+    supervisor.step(timeout=0)
+    supervisor.start_workers_at = clock.now
+    delays = []
+    for _ in range(3):
+        supervisor.start_due()
+        assert processes.started == [] and supervisor.start_workers_at is not None
+        delays.append(supervisor.start_workers_at - clock.now)
+        clock.now = supervisor.start_workers_at
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+    supervisor.start_due()
+    assert len(processes.started) == 1 and supervisor.exit_code is None
+
+
+def test_worker_only_never_gives_up() -> None:
+    """Workers that keep exiting (their scheduler keeps going away) never end the container."""
+    processes, clock = Processes(), Clock()
+    supervisor = worker_only(processes, clock, [])
+    supervisor.start_workers_at = clock.now
+    supervisor.start_due()
+    for _ in range(3 * len(RESTART_DELAYS)):
+        processes.exits.append(
+            (workers_of(supervisor).pid or 0, 0) if supervisor.workers else (0, 0)
+        )
+        supervisor.step(timeout=0)
+        clock.now = max(clock.now, supervisor.start_workers_at or 0)
+        supervisor.step(timeout=0)
+    assert supervisor.exit_code is None
+    assert len(processes.started) == 1 + 3 * len(RESTART_DELAYS)
+
+
+def test_worker_only_stop_stops_the_workers() -> None:
+    """SIGTERM with no scheduler of our own: the workers get SIGTERM, exit code 0."""
+    processes, clock = Processes(), Clock()
+    supervisor = worker_only(processes, clock, [])
+    supervisor.start_workers_at = clock.now
+    supervisor.start_due()
+    supervisor.signals.put(signal.SIGTERM)
+    supervisor.step(timeout=0)
+    supervisor.stop()
+    assert (101, signal.SIGTERM) in processes.sent and supervisor.exit_code == EXIT_OK

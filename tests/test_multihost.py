@@ -1,0 +1,149 @@
+"""Growing past one host: docker/compose.yaml on the real engine, a scheduler container and two
+worker containers on a Docker network, a client from the host, an intruder on the network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from entrypoint.certs import issue, new_cluster
+from entrypoint.client import connect
+from tests.containers import docker
+
+pytestmark = pytest.mark.container
+COMPOSE_FILE = Path(__file__).parents[1] / "docker" / "compose.yaml"
+INTRUDER = """
+import asyncio, ssl, socket, sys
+from distributed.core import rpc
+from distributed.security import Security
+sec = Security(tls_ca_file="/intruder/ca.pem", tls_client_cert="/intruder/cert.pem",
+               tls_client_key="/intruder/key.pem", require_encryption=True)
+async def with_foreign_certificate(address):
+    async with rpc(address, connection_args=sec.get_connection_args("client"), timeout=5) as peer:
+        await asyncio.wait_for(peer.identity(), 5)
+def without_certificate(address):
+    host, port = address.removeprefix("tls://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile="/intruder/ca.pem")
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            if tls.recv(1):
+                raise RuntimeError("got data")
+for address in sys.argv[1:]:
+    for name, attempt in (("foreign", lambda: asyncio.run(with_foreign_certificate(address))),
+                          ("none", lambda: without_certificate(address))):
+        try:
+            attempt()
+            print(address, name, "ACCEPTED")
+        except Exception as error:
+            print(address, name, "refused", type(error).__name__)
+"""
+
+
+@dataclass
+class Deployment:
+    project: str
+    env: dict[str, str]
+    certs: Path
+
+    def compose(self, *args: str) -> str:
+        result = subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project, *args],
+            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def container(self, service: str, index: int = 1) -> str:
+        return f"{self.project}_{service}_{index}"
+
+    def ip(self, service: str, index: int = 1) -> str:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        return docker("inspect", "-f", template, self.container(service, index)).stdout.strip()
+
+    def client(self) -> Client:
+        return connect(f"tls://{self.ip('scheduler')}:8786", self.certs, timeout="30s")
+
+
+def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = docker("logs", container, check=False)
+        if text in logs.stdout + logs.stderr:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def deployment(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Workers first (they must wait), then the scheduler."""
+    if not shutil.which("docker-compose"):
+        pytest.fail("docker-compose is missing: apt-get install docker-compose (see .ci/run)")
+    certs = tmp_path_factory.mktemp("certs")
+    new_cluster(certs, names=("scheduler", "localhost"))
+    env = {
+        "IMAGE": image, "DASK_TLS_ENV_FILE": str(certs / "cluster.env"),
+        "DASK_SCHEDULER_PORT": "127.0.0.1:0", "DASK_DASHBOARD_PORT": "127.0.0.1:0",
+    }  # fmt: skip
+    found = Deployment(f"dasktls{os.getpid()}", env, certs)
+    try:
+        found.compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
+        wait_for_log(found.container("worker", 1), "waiting for the scheduler")
+        found.compose("up", "-d", "--no-deps", "scheduler")
+        yield found
+    finally:
+        found.compose("down", "-v", "--remove-orphans", "--timeout", "5")
+
+
+def test_client_computes_across_worker_containers(deployment: Deployment) -> None:
+    """A host client's work runs on both worker containers, none of it on the scheduler's."""
+    with deployment.client() as client:
+        client.wait_for_workers(2, timeout=90)
+        hosts = set(client.run(socket.gethostname).values())
+        assert len(hosts) == 2
+        assert sum(client.gather(client.map(lambda x: x + 1, range(100)))) == 5050
+
+
+def test_intruder_is_refused_by_scheduler_and_every_worker(
+    deployment: Deployment, image: str, tmp_path: Path
+) -> None:
+    """An intruder on the network, trusting the cluster's (public) CA certificate but holding a
+    certificate from another CA, or none, is refused by the scheduler, every worker, every nanny."""
+    with deployment.client() as client:
+        client.wait_for_workers(2, timeout=90)
+        workers = client.scheduler_info()["workers"]
+    addresses = ["tls://scheduler:8786", *workers, *(w["nanny"] for w in workers.values())]
+    other = issue("intruder", issue("intruder CA", ca=True))
+    for name, data in (("ca.pem", (deployment.certs / "ca.pem").read_bytes()),
+                       ("cert.pem", other.cert_pem), ("key.pem", other.key_pem)):  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / name).chmod(0o644)  # a throwaway key, read by the container's user
+    network = f"{deployment.project}_default"
+    output = docker(
+        "run", "--rm", "--network", network, "-v", f"{tmp_path}:/intruder:ro",
+        "--entrypoint", "/opt/venv/bin/python", image, "-c", INTRUDER, *addresses, timeout=120,
+    ).stdout  # fmt: skip
+    lines = output.splitlines()
+    assert len(lines) == 2 * len(addresses) == 2 * 5, output
+    assert all(" refused " in line for line in lines), output
+
+
+def test_workers_come_back_when_the_scheduler_restarts(deployment: Deployment) -> None:
+    """Restart the scheduler container: the worker containers reconnect on their own."""
+    docker("restart", deployment.container("scheduler"), timeout=60)
+    wait_for_log(
+        deployment.container("worker", 1), "starting them again once the scheduler answers"
+    )
+    with deployment.client() as client:
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(lambda: 42).result(timeout=30) == 42
