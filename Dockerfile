@@ -55,4 +55,5 @@ STOPSIGNAL SIGTERM
 # without the container's environment, so it never holds the PEM (docker exec would hand it over).
 HEALTHCHECK --interval=10s --timeout=8s --start-period=30s --retries=3 \
     CMD ["/usr/bin/env", "-i", "/opt/venv/bin/python", "-m", "entrypoint.health"]
-ENTRYPOINT ["/opt/venv/bin/python", "-m", "entrypoint"]
+# -P: never import from the working directory (tools run with -w on a mounted folder)
+ENTRYPOINT ["/opt/venv/bin/python", "-P", "-m", "entrypoint"]

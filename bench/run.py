@@ -244,13 +244,13 @@ def span(metric: str, stats: dict[str, float]) -> str:
 
 def table(summary: dict[str, dict[str, object]]) -> str:
     columns = ("ours median [min-max]", "seed median [min-max]", "ratio [min-max]")
-    lines = [f"{'metric':<26}{columns[0]:<30}{columns[1]:<30}{columns[2]:<22}target"]
+    lines = [f"{'metric':<24}{columns[0]:<36}{columns[1]:<36}{columns[2]:<20}target"]
     for metric, row in summary.items():
         ours, seed, r = row[OURS], row[SEED], row["ratio"]
         assert isinstance(ours, dict) and isinstance(seed, dict)
         ratio = f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if isinstance(r, dict) else "-"
-        cells = f"{span(metric, ours):<30}{span(metric, seed):<30}{ratio:<22}"
-        lines.append(f"{metric:<26}{cells}{row['verdict']}")
+        cells = f"{span(metric, ours):<36}{span(metric, seed):<36}{ratio:<20}"
+        lines.append(f"{metric:<24}{cells}{row['verdict']}")
     return "\n".join(lines)
 
 
@@ -274,6 +274,7 @@ def chart(
             scale = (1 << 20) if "bytes" in metric else 1
             axis.plot(workers, [m / scale for m in medians], "o-", color=colour, label=image)
         axis.set_title(title)
+        axis.set_ylim(bottom=0)
         axis.set_xlabel("workers (N)")
         axis.set_xticks(workers)
         axis.legend()
@@ -289,7 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--base", required=True, help="the base image both are built on")
+    parser.add_argument("--base", help="the base image both are built on (required to measure)")
     parser.add_argument(
         "--build-option",
         action="append",
@@ -298,8 +299,18 @@ def main() -> None:
         help="one more `docker build` option for both images, e.g. --build-option=--secret=...",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--redraw", type=Path, help="only redo the table and chart from a JSON")
     args = parser.parse_args()
+    if args.redraw:
+        saved = json.loads(args.redraw.read_text())
+        host = saved["machine"]
+        about = f"{host['cores']} cores, {host['cpu']}, {saved['rounds']} rounds"
+        print(table(saved["summary"]))
+        chart(saved["summary"], saved["workers"], args.redraw.with_suffix(".png"), about)
+        return
 
+    if not args.base:
+        parser.error("--base is required")
     images = Images(
         base=args.base,
         tags={OURS: "dask-tls:bench", SEED: "dask-tls-seed:bench"},

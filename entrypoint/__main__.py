@@ -46,6 +46,7 @@ Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
   MEMORY_PER_WORKER   GB, or a size like 512MiB     (default: container memory / NUM_WORKERS)
   DASK_CLUSTER_KEY_PASSPHRASE  passphrase of an encrypted key                        optional
   DASHBOARD_PROTOCOL  https (default, the cluster's certificate) or http
+  DASK_ROLE           all (default), scheduler, or worker (with DASK_SCHEDULER_ADDRESS=tls://HOST:8786)
 Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
 NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key).
 Tools (docker run --rm IMAGE COMMAND --help): certs new|inspect, client-config, gce."""
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
     except StartupError as error:
         log.error("%s", error)
         return error.exit_code
-    supervisor = [sys.executable, "-m", "entrypoint.supervisor", str(PRIVATE_DIR)]
+    supervisor = [sys.executable, "-P", "-m", "entrypoint.supervisor", str(PRIVATE_DIR)]
     try:
         os.execve(sys.executable, supervisor, environ)
     except OSError as error:
@@ -113,9 +114,11 @@ def describe(plan: Plan) -> str:
         dashboard = "https" if plan.dashboard_tls else "http"
         parts.append(f"scheduler tls://:8786, dashboard {dashboard}://:8787")
     if plan.runs_workers:
+        limit = float(plan.memory_limit)
+        memory = f"{limit:.0%} of the container's" if limit <= 1 else f"{limit / 2**30:.2f} GiB"
         parts.append(
             f"{plan.workers} workers x {plan.threads_per_worker} threads, memory limit "
-            f"{plan.memory_limit} each, for {plan.scheduler_address}"
+            f"{memory} each, for {plan.scheduler_address}"
         )
     return f"role {plan.role}: " + "; ".join(parts)
 

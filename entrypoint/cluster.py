@@ -98,7 +98,7 @@ def workers_command(plan: Plan) -> list[str]:
 
 
 def _dask(command: str) -> list[str]:
-    return [sys.executable, "-m", f"distributed.cli.dask_{command}"]
+    return [sys.executable, "-P", "-m", f"distributed.cli.dask_{command}"]
 
 
 def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:

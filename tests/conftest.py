@@ -30,15 +30,26 @@ def image() -> str:
     return name
 
 
-@pytest.fixture(scope="module")
-def cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
-    """A running cluster with its own CA and 2 workers, shared by a module's tests."""
+def healthy_cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
+    """A running cluster with its own CA and 2 workers, removed afterwards."""
     container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
     try:
         container.wait_healthy()
         yield container
     finally:
         container.remove()
+
+
+@pytest.fixture(scope="module")
+def cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
+    """A cluster shared by a module's tests."""
+    yield from healthy_cluster(image, material)
+
+
+@pytest.fixture
+def fresh(image: str, material: ClusterMaterial) -> Iterator[Container]:
+    """A cluster of its own, for a test that breaks or stops it."""
+    yield from healthy_cluster(image, material)
 
 
 @pytest.fixture(scope="session")

@@ -39,17 +39,6 @@ def client(cluster: Container, pems: dict[str, str]) -> Iterator[Client]:
         yield connected
 
 
-@pytest.fixture
-def fresh(image: str, material: ClusterMaterial) -> Iterator[Container]:
-    """A cluster of its own, for tests that break or stop it."""
-    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
-    try:
-        container.wait_healthy()
-        yield container
-    finally:
-        container.remove()
-
-
 def test_the_seeds_client_code_computes(
     image: str, material: ClusterMaterial, pems: dict[str, str]
 ) -> None:

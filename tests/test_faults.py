@@ -27,49 +27,29 @@ def test_sigterm_during_start_up_exits_cleanly(image: str, material: ClusterMate
         container.remove()
 
 
-def test_docker_restart_comes_back_with_all_workers(
-    image: str,
-    material: ClusterMaterial,
-    pems: dict[str, str],
-) -> None:
+def test_docker_restart_comes_back_with_all_workers(fresh: Container, pems: dict[str, str]) -> None:
     """`docker restart` (a SIGKILL first, for the worst case) comes back to N workers."""
-    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
-    try:
-        container.wait_healthy()
-        docker("kill", container.name)
-        docker("restart", container.name)
-        # until it listens, docker-proxy accepts and drops connections, which distributed's
-        # client does not retry; the health check proves the scheduler is back
-        container.wait_healthy()
-        with Client(container.address, security=client_security(pems), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-            assert client.submit(lambda: 5).result(timeout=30) == 5
-    finally:
-        container.remove()
+    docker("kill", fresh.name)
+    docker("restart", fresh.name)
+    # until it listens, docker-proxy accepts and drops connections, which distributed's
+    # client does not retry; the health check proves the scheduler is back
+    fresh.wait_healthy()
+    with Client(fresh.address, security=client_security(pems), timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+        assert client.submit(lambda: 5).result(timeout=30) == 5
 
 
-def test_docker_stop_during_a_computation(
-    image: str,
-    material: ClusterMaterial,
-    pems: dict[str, str],
-) -> None:
+def test_docker_stop_during_a_computation(fresh: Container, pems: dict[str, str]) -> None:
     """Stop while every worker is busy: exit 0 inside Docker's 10 s grace, no zombie on the way."""
-    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
-    try:
-        container.wait_healthy()
-        client = Client(container.address, security=client_security(pems), timeout="20s")
-        busy = client.map(time.sleep, [60] * 4, pure=False)
-        container.wait_until(
-            lambda: sum(len(p) for p in client.processing().values()) >= 2, "busy workers"
-        )
-        assert container.zombies() == []
-        started = time.monotonic()
-        docker("stop", container.name, timeout=30)
-        elapsed = time.monotonic() - started
-        del busy
-        with contextlib.suppress(OSError, ValueError):  # its cluster is gone, as intended
-            client.close(timeout=2)
-        assert container.state("ExitCode") == "0", container.logs()
-        assert elapsed < 9, f"docker stop took {elapsed:.1f} s"
-    finally:
-        container.remove()
+    client = Client(fresh.address, security=client_security(pems), timeout="20s")
+    busy = client.map(time.sleep, [60] * 4, pure=False)
+    fresh.wait_until(lambda: sum(len(p) for p in client.processing().values()) >= 2, "busy workers")
+    assert fresh.zombies() == []
+    started = time.monotonic()
+    docker("stop", fresh.name, timeout=30)
+    elapsed = time.monotonic() - started
+    del busy
+    with contextlib.suppress(OSError, ValueError):  # its cluster is gone, as intended
+        client.close(timeout=2)
+    assert fresh.state("ExitCode") == "0", fresh.logs()
+    assert elapsed < 9, f"docker stop took {elapsed:.1f} s"
