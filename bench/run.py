@@ -361,7 +361,8 @@ def main() -> None:
     tls = throughput(images.tags[OURS], env, security)
     tcp = throughput(images.tags[OURS], env, None)
     summary = summarize(samples)
-    about = f"{machine()['cores']} cores, {machine()['cpu']}, {args.rounds} rounds"
+    host = machine()
+    about = f"{host['cores']} cores, {host['cpu']}, {args.rounds} rounds"
     report = table(summary)
     counts = ", ".join(
         f"{n}: {statistics.median(processes[OURS][n]):g} / "
@@ -381,7 +382,7 @@ def main() -> None:
     (args.out / "bench.json").write_text(
         json.dumps(
             {
-                "machine": machine(),
+                "machine": host,
                 "rounds": args.rounds,
                 "workers": args.workers,
                 "summary": summary,

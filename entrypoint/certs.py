@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from entrypoint.tls import is_ca, same_key
+
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
 
 
@@ -188,9 +190,7 @@ def describe(path: Path) -> list[str]:
 
 def key_matches(key_path: Path, cert_path: Path) -> bool:
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+    return same_key(key, x509.load_pem_x509_certificates(cert_path.read_bytes())[0])
 
 
 def _certificates_in(data: bytes) -> list[x509.Certificate]:
@@ -201,13 +201,9 @@ def _certificates_in(data: bytes) -> list[x509.Certificate]:
 
 
 def _describe_certificate(cert: x509.Certificate) -> str:
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
     left = (cert.not_valid_after_utc - datetime.now(UTC)).days
     return (
-        f"{'CA ' if is_ca else ''}certificate {cert.subject.rfc4514_string()}, "
+        f"{'CA ' if is_ca(cert) else ''}certificate {cert.subject.rfc4514_string()}, "
         f"issued by {cert.issuer.rfc4514_string()}, {type(cert.public_key()).__name__}, "
         f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d} "
         f"({'expired' if left < 0 else f'{left} days left'})"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from entrypoint.settings import Settings
+from entrypoint.settings import LOCAL_SCHEDULER, Settings
 
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -37,7 +37,7 @@ class Plan:
     memory_limit: str
     dashboard_tls: bool = True
     role: str = "all"
-    scheduler_address: str = "tls://127.0.0.1:8786"
+    scheduler_address: str = LOCAL_SCHEDULER
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
 
     @classmethod

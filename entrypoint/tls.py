@@ -42,7 +42,7 @@ def check(settings: Settings, now: datetime) -> Material:
     chain = _certificates(settings.cert_pem, CERT_VAR)
     key = _private_key(settings.key_pem, settings.key_passphrase)
     leaf = chain[0]
-    if key.public_key().public_bytes(*SPKI) != leaf.public_key().public_bytes(*SPKI):
+    if not same_key(key, leaf):
         raise ConfigError(
             KEY_VAR,
             f"the key does not match the certificate in {CERT_VAR}",
@@ -65,6 +65,18 @@ def check(settings: Settings, now: datetime) -> Material:
         ),
         ca_pem=_pem_of(authorities),
     )
+
+
+def same_key(key: PrivateKeyTypes, certificate: x509.Certificate) -> bool:
+    """Is `key` the private half of the certificate's public key?"""
+    return key.public_key().public_bytes(*SPKI) == certificate.public_key().public_bytes(*SPKI)
+
+
+def is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
@@ -166,11 +178,7 @@ def _check_self_signed(leaf: x509.Certificate) -> None:
 
 def _check_authorities(authorities: list[x509.Certificate]) -> None:
     for authority in authorities:
-        try:
-            is_ca = authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        if not is_ca:
+        if not is_ca(authority):
             raise ConfigError(
                 CA_VAR,
                 f"{authority.subject.rfc4514_string()} is not a CA certificate (basicConstraints)",
