@@ -92,7 +92,8 @@ def workers_command(plan: Plan) -> list[str]:
         "--nthreads", str(plan.threads_per_worker),
         "--memory-limit", plan.memory_limit,
         "--name", plan.worker_name,
-        # worker dashboards would be plain HTTP listeners; the scheduler's (HTTPS) shows the workers
+        # no bokeh in the workers (time and memory): the scheduler's dashboard shows them; what
+        # HTTP the workers keep (health, metrics) is HTTPS, from the dashboard's TLS settings
         "--no-dashboard",
     ]  # fmt: skip
 
