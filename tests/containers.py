@@ -89,5 +89,21 @@ class Container:
         docker("rm", "-f", "-v", self.name, check=False)
 
 
+def unexpected_tracebacks(logs: str) -> list[str]:
+    """The log lines under which a traceback follows, less distributed's own INFO "Batched Comm
+    Closed": it logs that, with a traceback, when a peer closes during an ordinary shutdown
+    (upstream, dask/distributed#3129). Any other traceback is ours to explain."""
+    found, last_log_line = [], ""
+    for line in logs.splitlines():
+        if line[:4].isdigit():  # a log record's first line starts with its timestamp
+            last_log_line = line
+        elif (
+            line.startswith("Traceback")
+            and "distributed.batched: Batched Comm Closed" not in last_log_line
+        ):
+            found.append(last_log_line)
+    return found
+
+
 def docker_available() -> bool:
     return shutil.which(DOCKER) is not None and docker("info", check=False).returncode == 0
