@@ -14,18 +14,25 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
     python3 -m venv /opt/poetry; \
     /opt/poetry/bin/pip install "poetry==${POETRY_VERSION}" "poetry-plugin-export==${POETRY_EXPORT_VERSION}"
+# Dependency groups of poetry.lock beside main: `complete` (dataframes: pandas, pyarrow, lz4) and
+# `cluster` (your own packages). The slim image: DEPENDENCY_GROUPS=cluster (`make build GROUPS=cluster`).
+ARG DEPENDENCY_GROUPS=complete,cluster
 COPY pyproject.toml poetry.lock /src/
-# poetry exports the lock offline; pip installs exactly it, every file hash checked, wheels only.
+COPY docker/install-locked.sh /src/docker/
+# your own folders, for path dependencies in the `cluster` group
+COPY packages/ /src/packages/
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     set -eux; \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
-    /opt/poetry/bin/poetry export --directory /src --only main --format requirements.txt --output /tmp/requirements.txt; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install --no-deps --require-hashes --only-binary=:all: -r /tmp/requirements.txt; \
+    /src/docker/install-locked.sh /opt/poetry/bin/poetry /src /opt/venv "$DEPENDENCY_GROUPS"; \
     /opt/venv/bin/pip uninstall -y pip setuptools; \
-    # the packages' own test suites are dead weight, and tornado's carries a private key
     site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
-    find "$site" -depth -type d \( -name tests -o -path '*/tornado/test' \) -exec rm -rf {} +; \
+    # the packages' own test suites and C headers are dead weight, and tornado's tests carry a key
+    find "$site" -depth -type d \( -name tests -o -path '*/tornado/test' -o -path '*/pyarrow/include' -o -path '*/numpy/_core/include' \) \
+      -exec rm -rf {} +; \
+    # Arrow Flight, an RPC framework dask does not use: 35 MB
+    rm -f "$site"/pyarrow/*flight* "$site"/pyarrow/*.pyx "$site"/pyarrow/*.pxd; \
     # our package lives in /opt/app; a .pth puts it on the path of every interpreter in the venv
     echo /opt/app > "$site/dask_tls.pth"
 
@@ -37,16 +44,25 @@ LABEL org.opencontainers.image.title="dask-tls" \
       org.opencontainers.image.licenses="BSD-3-Clause"
 RUN set -eux; \
     groupadd --gid 10001 dask; \
-    useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dask
+    useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dask; \
+    # no setuid/setgid program: nothing in the container can gain privileges through one
+    find / -xdev -type f -perm /6000 -exec chmod a-s {} +; \
+    # the workers' scratch space (spilled data): uid 10001's, and group 0's for any --user N:0
+    mkdir -m 0770 /scratch; \
+    chown 10001:0 /scratch
 COPY --from=build /opt/venv /opt/venv
 # Code is owned by root and read-only for the runtime user.
 COPY entrypoint/ /opt/app/entrypoint/
 RUN set -eux; \
     /opt/venv/bin/python -m compileall -q /opt/app; \
-    /opt/venv/bin/python -c "import entrypoint.__main__, entrypoint.health, distributed, bokeh, cryptography"
+    /opt/venv/bin/python -c "import entrypoint.__main__, entrypoint.health, distributed, bokeh, cryptography"; \
+    if [ -d /opt/venv/lib/python3.11/site-packages/pandas ]; then /opt/venv/bin/python -c "import pandas, pyarrow, lz4, dask.dataframe"; fi
+# DASK_TEMPORARY_DIRECTORY: where workers spill, a volume of its own (on disk, also under --read-only)
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    DASK_TEMPORARY_DIRECTORY=/scratch
+VOLUME /scratch
 WORKDIR /opt/app
 USER 10001:10001
 EXPOSE 8786 8787

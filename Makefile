@@ -15,6 +15,8 @@ CERT ?=
 KEY ?=
 CA ?=
 NUM_WORKERS ?= 2
+# poetry.lock's dependency groups in the image beside main: complete (dataframes) and cluster (yours)
+GROUPS ?= complete,cluster
 PYTHON ?= python3
 POETRY ?= poetry
 VENV := .venv/bin
@@ -40,7 +42,7 @@ venv: .venv/.synced
 
 build:
 	base="$${BASE_IMAGE:-$$(DOCKER=$(DOCKER) docker/base-image.sh)}"; \
-	$(DOCKER) build --build-arg BASE_IMAGE="$$base" \
+	$(DOCKER) build --build-arg BASE_IMAGE="$$base" --build-arg DEPENDENCY_GROUPS="$(GROUPS)" \
 	  $(if $(BUILD_CA),--secret id=pip-ca$(,)src=$(BUILD_CA)) -t $(IMAGE) .
 
 certs: certs/cluster.pem
