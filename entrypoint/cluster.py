@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from entrypoint.dask_config import HOOKS, as_environment, fixed_config
 from entrypoint.settings import LOCAL_SCHEDULER, Settings
 
 SCHEDULER_PORT = 8786
@@ -27,6 +28,7 @@ PASSED_VARIABLES = {
 }
 PASSED_PREFIX, SECRET_PREFIX = "DASK_", "DASK_CLUSTER_"
 LOG_FORMAT = "%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"
+OPENSSL_CONF = Path(__file__).with_name("openssl.cnf")  # the key-exchange groups of our TLS profile
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Plan:
     threads_per_worker: int
     memory_limit: str
     dashboard_tls: bool = True
+    http_client_cert: bool = True  # the HTTP(S) ports ask for a certificate from the cluster's CA
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
@@ -49,6 +52,7 @@ class Plan:
             threads_per_worker=sizing.threads_per_worker,
             memory_limit=sizing.memory_limit,
             dashboard_tls=settings.dashboard_tls,
+            http_client_cert=settings.http_client_cert,
             role=settings.role,
             scheduler_address=settings.scheduler_address,
             # a worker-only container names its workers after itself, for its health check
@@ -95,6 +99,9 @@ def workers_command(plan: Plan) -> list[str]:
         # no bokeh in the workers (time and memory): the scheduler's dashboard shows them; what
         # HTTP the workers keep (health, metrics) is HTTPS, from the dashboard's TLS settings
         "--no-dashboard",
+        # the nannies' preload must be on the command line: `dask worker` hands them an empty
+        # tuple that hides the config's (nanny.py), while the workers' comes from the config
+        "--preload-nanny", HOOKS,
     ]  # fmt: skip
 
 
@@ -114,12 +121,13 @@ def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict[str, str]:
-    """`environ` cleaned, plus dask config that points every TLS setting at the private files and
-    requires encryption (so no process can listen on or connect to plain tcp://)."""
-    tls = "DASK_DISTRIBUTED__COMM__TLS__"
-    dashboard = "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__"
-    cert, key, ca = plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE)
-    dashboard_tls = {f"{dashboard}CERT": cert, f"{dashboard}KEY": key, f"{dashboard}CA_FILE": ca}
+    """`environ` cleaned, plus dask config that points every TLS setting at the private files,
+    requires encryption (no process can listen on or connect to plain tcp://), sets one TLS profile
+    and loads our hooks (see dask_config and hardening)."""
+    fixed = fixed_config(
+        plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE),
+        dashboard_tls=plan.dashboard_tls, http_client_cert=plan.http_client_cert,
+    )  # fmt: skip
     return {
         # from 2 workers up they fork from a server that imported distributed once: measured on 2
         # cores, ready 28% sooner at N=2, 10% sooner and 16% less memory at N=4; with one worker
@@ -127,11 +135,8 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
         "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver"
         if plan.workers > 1
         else "spawn",
-        **clean_environment(environ),
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        f"{tls}CA_FILE": ca,
-        **{f"{tls}{end}__CERT": cert for end in ("SCHEDULER", "WORKER", "CLIENT")},
-        **{f"{tls}{end}__KEY": key for end in ("SCHEDULER", "WORKER", "CLIENT")},
-        **(dashboard_tls if plan.dashboard_tls else {}),
         "DASK_DISTRIBUTED__ADMIN__LOG_FORMAT": LOG_FORMAT.format(role=role),
+        **clean_environment(environ),
+        **as_environment(fixed),
+        "OPENSSL_CONF": str(OPENSSL_CONF),
     }

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from entrypoint import intake
+from entrypoint.dask_config import TLS_MIN_VERSION, overriding, variable
 from entrypoint.errors import ConfigError
 
 CERT_VAR = "DASK_CLUSTER_CERT"
@@ -17,6 +18,7 @@ WORKERS_VAR = "NUM_WORKERS"
 THREADS_VAR = "THREADS_PER_WORKER"
 MEMORY_VAR = "MEMORY_PER_WORKER"
 DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
+HTTP_CLIENT_CERT_VAR = "HTTP_CLIENT_CERT"
 ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
 ROLES = ("all", "scheduler", "worker")
@@ -48,12 +50,14 @@ class Settings:
     sizing: Sizing
     key_passphrase: bytes | None = field(default=None, repr=False)
     dashboard_tls: bool = True
+    http_client_cert: bool = True
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
     """Read and check every variable; raise ConfigError for the first that is wrong."""
+    _check_dask_variables(environ)
     role, scheduler_address = _role(environ)
     return Settings(
         cert_pem=_required_pem(environ, CERT_VAR, "cert"),
@@ -62,6 +66,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
         sizing=_sizing(environ),
         dashboard_tls=_dashboard_tls(environ),
+        http_client_cert=_http_client_cert(environ),
         role=role,
         scheduler_address=scheduler_address,
     )
@@ -126,6 +131,40 @@ def _dashboard_tls(environ: Mapping[str, str]) -> bool:
     if protocol == "http":
         log.warning("%s=http: the dashboard is served in plain HTTP", DASHBOARD_VAR)
     return protocol == "https"
+
+
+def _http_client_cert(environ: Mapping[str, str]) -> bool:
+    value = environ.get(HTTP_CLIENT_CERT_VAR, "required").strip().lower()
+    if value not in ("required", "none"):
+        raise ConfigError(
+            HTTP_CLIENT_CERT_VAR,
+            f"{value[:20]!r} is not required or none",
+            "leave it unset: every HTTPS port then asks for a certificate from the cluster's CA",
+        )
+    if value == "none":
+        log.warning(
+            "%s=none: the dashboard and the workers' HTTPS ports answer anyone who reaches them; "
+            "keep them behind your own authenticating proxy",
+            HTTP_CLIENT_CERT_VAR,
+        )
+    return value == "required"
+
+
+def _check_dask_variables(environ: Mapping[str, str]) -> None:
+    """No variable may undo what the image fixes; the TLS floor is 1.2 or 1.3."""
+    for name, key in overriding(environ):
+        raise ConfigError(
+            name[:60],
+            f"would set {key}, which this image fixes to keep the cluster TLS-only",
+            "unset it (see the README for the settings this image offers)",
+        )
+    floor = environ.get(variable(TLS_MIN_VERSION), "").strip()
+    if floor and floor not in ("1.2", "1.3"):
+        raise ConfigError(
+            variable(TLS_MIN_VERSION),
+            f"{floor[:10]!r} is not 1.2 or 1.3",
+            "set 1.3 for TLS 1.3 only on every port, or leave it unset for 1.2 and 1.3",
+        )
 
 
 def _sizing(environ: Mapping[str, str]) -> Sizing:

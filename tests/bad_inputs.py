@@ -224,6 +224,42 @@ BAD_INPUTS = [
         changed(DASHBOARD_PROTOCOL="ftp"),
         "DASHBOARD_PROTOCOL: 'ftp' is not https or http",
     ),
+    BadInput(
+        "http-client-cert",
+        changed(HTTP_CLIENT_CERT="maybe"),
+        "HTTP_CLIENT_CERT: 'maybe' is not required or none",
+    ),
+    BadInput(
+        "tls-floor-below-1.2",
+        changed(DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION="1.1"),
+        "DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION: '1.1' is not 1.2 or 1.3",
+    ),
+    *(
+        BadInput(
+            f"overrides-{name.lower()}",
+            changed(**{name: value}),
+            f"{name}: would set {key}, which this image fixes",
+        )
+        for name, value, key in (
+            (
+                "DASK_distributed__scheduler__dashboard__tls__cert",
+                "",
+                "distributed.scheduler.dashboard.tls.cert",
+            ),
+            (
+                "DASK_Distributed__Comm__Require-Encryption",
+                "False",
+                "distributed.comm.require-encryption",
+            ),
+            (
+                "DASK_distributed__comm__tls__ca_file",
+                "/tmp/other.pem",
+                "distributed.comm.tls.ca-file",
+            ),
+            ("DASK_DISTRIBUTED__COMM__TLS", "{}", "distributed.comm.tls.ca-file"),
+            ("DASK_INTERNAL_INHERIT_CONFIG", "e30=", "the whole configuration"),
+        )
+    ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}
 assert len(BY_ID) == len(BAD_INPUTS)

@@ -48,6 +48,14 @@ class Container:
     def address(self) -> str:
         return f"tls://127.0.0.1:{self.port()}"
 
+    @property
+    def ip(self) -> str:
+        """The container's address on Docker's bridge: reached without docker-proxy in between."""
+        return self.state_of("{{.NetworkSettings.IPAddress}}")
+
+    def state_of(self, template: str) -> str:
+        return docker("inspect", "-f", template, self.name).stdout.strip()
+
     def state(self, field: str) -> str:
         return docker("inspect", "-f", f"{{{{.State.{field}}}}}", self.name).stdout.strip()
 

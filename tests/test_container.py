@@ -104,8 +104,10 @@ def test_tls_without_a_client_certificate_is_refused(
 def test_dashboard_is_https_with_the_clusters_certificate(
     cluster: Container, pems: dict[str, str]
 ) -> None:
-    """Port 8787 speaks HTTPS with a certificate the cluster's CA verifies; /health answers."""
+    """Port 8787 speaks HTTPS with a certificate the cluster's CA verifies; /health answers a client
+    that shows its certificate."""
     context = ssl.create_default_context(cafile=pems["ca"])
+    context.load_cert_chain(pems["client"], pems["client_key"])
     url = f"https://localhost:{cluster.port(8787)}/health"
     with urllib.request.urlopen(url, context=context, timeout=10) as response:
         assert response.read() == b"ok"

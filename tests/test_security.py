@@ -1,0 +1,190 @@
+"""No open door on any port: every HTTPS listener asks for a certificate from the cluster's CA, from
+the first moment; one TLS floor for all ports; stalled handshakes are dropped."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+from distributed import Client
+
+from tests.containers import Container
+from tests.material import ClusterMaterial, client_security
+
+pytestmark = pytest.mark.container
+# Run inside the container: a TLS client with no certificate asks each port for /health and says
+# whether an HTTP answer came back. In TLS 1.3 the server's refusal arrives after the handshake.
+PROBE = """
+import socket, ssl, sys
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+for port in sys.argv[1:]:
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"GET /health HTTP/1.0\\r\\n\\r\\n")
+                answer = tls.recv(64)
+        print(port, "ANSWERED" if answer else "refused")
+    except OSError as error:
+        print(port, "refused", type(error).__name__)
+"""
+
+
+def http_answer(host: str, port: int, context: ssl.SSLContext, timeout: float = 5) -> bytes:
+    """What an HTTPS GET /health gets back; raises OSError when the server refuses."""
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        return tls.recv(256)
+
+
+def no_certificate(pems: dict[str, str]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=pems["ca"])
+
+
+def with_certificate(pems: dict[str, str], tls_max: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pems["ca"])
+    context.load_cert_chain(pems["client"], pems["client_key"])
+    if tls_max is not None:
+        context.maximum_version = tls_max
+    return context
+
+
+@pytest.fixture
+def starting(image: str, material: ClusterMaterial) -> Iterator[Container]:
+    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
+    try:
+        yield container
+    finally:
+        container.remove()
+
+
+def test_dashboard_never_answers_without_a_certificate(
+    starting: Container, pems: dict[str, str]
+) -> None:
+    """From `docker run` until healthy, 8787 gives no HTTP answer to a client with no certificate;
+    once up, a client certificate from the cluster's CA gets /health."""
+    ip, answered, refused = starting.ip, [], 0
+    deadline = time.monotonic() + 120  # only against a hang
+    while starting.state("Health.Status") != "healthy" and time.monotonic() < deadline:
+        try:
+            answered.append(http_answer(ip, 8787, no_certificate(pems), timeout=2))
+        except OSError:
+            refused += 1
+        assert starting.running(), starting.logs()
+    assert answered == [] and refused > 0
+    assert http_answer(ip, 8787, with_certificate(pems)).startswith(b"HTTP/1.1 200")
+
+
+def test_no_https_port_answers_without_a_certificate(
+    cluster: Container, pems: dict[str, str]
+) -> None:
+    """The dashboard and every worker's HTTP port, probed from inside the container."""
+    with Client(cluster.address, security=client_security(pems), timeout="20s") as client:
+        workers = client.scheduler_info()["workers"].values()
+        ports = [8787, *(w["services"]["dashboard"] for w in workers)]
+    assert len(ports) == 3
+    output = cluster.exec("/opt/venv/bin/python", "-c", PROBE, *map(str, ports))
+    assert sorted(line.split()[:2] for line in output.splitlines()) == sorted(
+        [str(port), "refused"] for port in ports
+    ), output
+
+
+def test_a_proxy_in_front_can_relax_it(
+    image: str, material: ClusterMaterial, pems: dict[str, str]
+) -> None:
+    """HTTP_CLIENT_CERT=none: HTTPS without a client certificate answers, with a warning line."""
+    container = Container(
+        image, {**material.ca_env(), "NUM_WORKERS": "1", "HTTP_CLIENT_CERT": "none"}
+    )
+    try:
+        container.wait_healthy()
+        assert http_answer(container.ip, 8787, no_certificate(pems)).startswith(b"HTTP/1.1 200")
+        assert "HTTP_CLIENT_CERT=none: the dashboard" in container.logs()
+    finally:
+        container.remove()
+
+
+def test_one_setting_makes_every_port_tls_1_3_only(
+    image: str, material: ClusterMaterial, pems: dict[str, str]
+) -> None:
+    """With the TLS floor at 1.3, a TLS 1.2 client holding a good certificate is refused on 8786 and
+    8787; a TLS 1.3 client is served."""
+    env = {
+        **material.ca_env(),
+        "NUM_WORKERS": "1",
+        "DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION": "1.3",
+    }
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        for port in (8786, 8787):
+            with pytest.raises(ssl.SSLError, match=r"(?i)version"):
+                http_answer(container.ip, port, with_certificate(pems, ssl.TLSVersion.TLSv1_2))
+        assert http_answer(container.ip, 8787, with_certificate(pems)).startswith(b"HTTP/1.1 200")
+    finally:
+        container.remove()
+
+
+def scheduler_open_files(container: Container) -> int:
+    pid = container.exec("/bin/sh", "-c", "grep -l dask_schedule[r] /proc/[0-9]*/cmdline").split(
+        "/"
+    )[2]
+    return len(container.exec("/bin/ls", f"/proc/{pid}/fd").split())
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(0.01)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_stalled_handshakes_are_dropped(fresh: Container, pems: dict[str, str]) -> None:
+    """200 connections that send 6 bytes of a ClientHello and stop: a real client still computes
+    meanwhile; all are closed within the 10 s limit plus slack; the scheduler's open files return to
+    where they were."""
+
+    def compute() -> None:
+        with Client(fresh.address, security=client_security(pems), timeout="20s") as client:
+            assert sum(client.gather(client.map(lambda x: x + 1, range(100)))) == 5050
+
+    compute()  # the baseline: after a client came and went (connection pools stay warm)
+    baseline = scheduler_open_files(fresh)
+    stalled = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection((fresh.ip, 8786), timeout=5)
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a TLS record header and one byte: no more
+            stalled.append(sock)
+        assert scheduler_open_files(fresh) >= baseline + 200
+        compute()
+        fresh.wait_until(
+            lambda: all(closed_by_peer(sock) for sock in stalled), "stalled handshakes closed", 60
+        )
+    finally:
+        for sock in stalled:
+            sock.close()
+    fresh.wait_until(lambda: scheduler_open_files(fresh) <= baseline, "open files back", 30)
+    logs = fresh.logs()
+    assert logs.count("no TLS handshake from") == 200 and "Traceback" not in logs
+
+
+def test_forced_settings_cannot_be_overridden(image: str, material: ClusterMaterial) -> None:
+    """A lower-case spelling of the dashboard's TLS key is refused at start (exit 78, one line)."""
+    env = {**material.ca_env(), "DASK_distributed__scheduler__dashboard__tls__cert": ""}
+    container = Container(image, env)
+    try:
+        assert container.wait_exited(timeout=30) == 78
+        logs = container.logs()
+        assert len(logs.splitlines()) == 1 and "which this image fixes" in logs, logs
+    finally:
+        container.remove()
