@@ -2,9 +2,11 @@
 workers, and stops everything on SIGTERM/SIGINT.
 
 What deaths mean: the scheduler is the cluster, so if it dies the container exits non-zero (a
-restart policy then acts). A worker process that dies is replaced by its nanny (distributed); if
-the whole `dask worker` process dies it is restarted here with backoff, and after RESTART_DELAYS
-are spent on quick failures in a row the container exits non-zero rather than loop. A worker-only
+restart policy then acts); if it exits 0 it was shut down on request (`client.shutdown()`), and so
+does the container. A worker process that dies is replaced by its nanny (distributed); if the whole
+`dask worker` process exits 0, the scheduler closed its workers and they start again; if it fails
+it is restarted here with backoff, and after RESTART_DELAYS are spent on quick failures in a row
+the container exits non-zero rather than loop. A worker-only
 container (DASK_ROLE=worker) instead waits for its remote scheduler, with backoff and forever:
 its workers exit when that scheduler goes away, and come back when it answers again.
 """
@@ -43,6 +45,7 @@ SCHEDULER_GRACE = 2.0
 KILL_WAIT = 1.0
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 WAIT_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between looks for a remote scheduler; then 30 s
+CLOSED_RESTART_DELAY = 1.0  # after `dask worker` exits 0: the scheduler closed its workers
 STABLE_AFTER = 60.0  # a worker process that ran this long resets the count of quick failures
 
 log = logging.getLogger("entrypoint")
@@ -188,18 +191,31 @@ class Supervisor:
         if self.exit_code is not None:
             log.info("%s[%d] %s", child.role, pid, how)
         elif child is self.scheduler:
-            log.error(
-                "%s[%d] %s: the cluster is gone, stopping the container", child.role, pid, how
-            )
-            self.exit_code = EXIT_FAILURE
-            self.workers_grace = ORPHANED_WORKERS_GRACE
+            self._on_scheduler_exit(pid, code, how)
         elif self.probe:
             log.warning(
                 "%s[%d] %s: starting them again once the scheduler answers", child.role, pid, how
             )
             self.start_workers_at = self._clock()
+        elif code == 0:
+            # every nanny closed on the scheduler's word (its shutdown, a lost connection): not a
+            # crash, and the container keeps N workers
+            log.warning(
+                "%s[%d] %s: the scheduler closed them; starting them again in %.0f s",
+                child.role, pid, how, CLOSED_RESTART_DELAY,
+            )  # fmt: skip
+            self.start_workers_at = self._clock() + CLOSED_RESTART_DELAY
         else:
             self._schedule_restart(child, pid, how)
+
+    def _on_scheduler_exit(self, pid: int, code: int, how: str) -> None:
+        if code == 0:
+            log.info("scheduler[%d] %s: it was shut down (client.shutdown()); stopping", pid, how)
+            self.exit_code = EXIT_OK
+        else:
+            log.error("scheduler[%d] %s: the cluster is gone, stopping the container", pid, how)
+            self.exit_code = EXIT_FAILURE
+        self.workers_grace = ORPHANED_WORKERS_GRACE
 
     def _schedule_restart(self, child: Child, pid: int, how: str) -> None:
         now = self._clock()

@@ -250,3 +250,30 @@ def test_worker_only_stop_stops_the_workers() -> None:
     supervisor.step(timeout=0)
     supervisor.stop()
     assert (101, signal.SIGTERM) in processes.sent and supervisor.exit_code == EXIT_OK
+
+
+def test_workers_closed_by_the_scheduler_start_again_without_counting() -> None:
+    """`dask worker` exiting 0 (the scheduler closed every nanny) is no crash: they start again,
+    however often it happens, and the container never gives up."""
+    processes, clock = Processes(), Clock()
+    supervisor = started(make(processes, clock))
+    for _ in range(3 * len(RESTART_DELAYS)):
+        processes.exits.append((workers_of(supervisor).pid or 0, EXITED_0))
+        supervisor.step(timeout=0)
+        assert supervisor.start_workers_at is not None
+        clock.now = supervisor.start_workers_at
+        supervisor.step(timeout=0)
+        assert workers_of(supervisor).running
+    assert supervisor.exit_code is None
+    assert len(processes.started) == 2 + 3 * len(RESTART_DELAYS)
+
+
+def test_scheduler_shut_down_on_request_exits_0() -> None:
+    """The scheduler exiting 0 (client.shutdown()) stops the workers; the container exits 0."""
+    processes = Processes()
+    supervisor = started(make(processes))
+    processes.exits.append((101, EXITED_0))
+    supervisor.step(timeout=0)
+    assert supervisor.exit_code == EXIT_OK
+    supervisor.stop()
+    assert (102, signal.SIGTERM) in processes.sent
