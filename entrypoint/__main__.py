@@ -32,7 +32,7 @@ from entrypoint.private_files import (
     require_tmpfs,
     write_private_files,
 )
-from entrypoint.supervisor import STOP_SIGNALS
+from entrypoint.supervisor import HANDLED_LATER
 
 EXIT_USAGE = 64
 USAGE = """\
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     if argv[1:]:
         print(USAGE, file=sys.stderr if argv[1:] != ["--help"] else sys.stdout)
         return EXIT_OK if argv[1:] == ["--help"] else EXIT_USAGE
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_LATER)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
     )
@@ -92,9 +92,9 @@ def prepare() -> dict[str, str]:
         if name.startswith(SECRET_PREFIX):
             del os.environ[name]
     checked = settings.from_environ(environ)
-    material = tls.check(checked, datetime.now(UTC))
+    material = tls.check(checked.pems, datetime.now(UTC))
     require_tmpfs(PRIVATE_DIR)
-    plan = Plan.of(PRIVATE_DIR, checked)
+    plan = Plan.of(PRIVATE_DIR, checked, material.not_after)
     write_private_files(
         PRIVATE_DIR,
         {

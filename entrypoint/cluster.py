@@ -7,7 +7,8 @@ import json
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from entrypoint.dask_config import HOOKS, as_environment, fixed_config
@@ -42,12 +43,16 @@ class Plan:
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
+    secret_files: dict[str, str] = field(default_factory=dict)  # NAME_FILE: path, read on SIGHUP
+    expires: str = ""  # the served certificate's expiry, ISO 8601 UTC
 
     @classmethod
-    def of(cls, directory: Path, settings: Settings) -> Plan:
+    def of(cls, directory: Path, settings: Settings, expires: datetime) -> Plan:
         sizing = settings.sizing
         return cls(
             directory=str(directory),
+            secret_files=settings.secret_files,
+            expires=expires.isoformat(),
             workers=0 if settings.role == "scheduler" else sizing.workers,
             threads_per_worker=sizing.threads_per_worker,
             memory_limit=sizing.memory_limit,
@@ -76,6 +81,10 @@ class Plan:
 
     def path(self, name: str) -> str:
         return str(Path(self.directory) / name)
+
+    @property
+    def expiry(self) -> datetime:
+        return datetime.fromisoformat(self.expires)
 
 
 def scheduler_command(plan: Plan) -> list[str]:

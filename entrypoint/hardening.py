@@ -16,6 +16,8 @@ first connection on. Each change is small and says which upstream behaviour it c
   would fail on the workers.
 - A worker the scheduler removes (`client.retire_workers`, a lost heartbeat) closes its process but
   not its nanny, which starts a fresh one: the container keeps its N workers.
+- A renewed certificate (`rotation`, on SIGHUP) is loaded into every TLS context of the process
+  within CERTIFICATE_LOOK_INTERVAL; distributed reads its certificate files only once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import dask.config
@@ -35,11 +38,13 @@ from distributed.node import ServerNode
 from distributed.security import Security
 from distributed.versions import get_versions
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.iostream import IOStream
 
-from entrypoint.dask_config import DASHBOARD_TLS, HTTP_CLIENT_CERT
+from entrypoint.dask_config import DASHBOARD_TLS, HTTP_CLIENT_CERT, TLS
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds; a real handshake over a slow link takes well under one
+CERTIFICATE_LOOK_INTERVAL = 2.0  # seconds between looks for a renewed certificate file
 CHECKED_PACKAGES = ("dask", "distributed", "cloudpickle")
 # why a worker is closed when the scheduler removes it (scheduler.py: remove_worker, close_worker)
 REMOVED_BY_SCHEDULER = {"scheduler-remove-worker", "scheduler-close-worker"}
@@ -135,8 +140,46 @@ async def add_client(self: Scheduler, comm: Comm, client: str, versions: dict[st
     comm.abort()
 
 
+class CertificateWatch:
+    """Loads a renewed certificate (see `rotation`) into every TLS context of `server`: its
+    listeners, its outgoing connections, its HTTP server. Open connections keep theirs."""
+
+    def __init__(self, server: ServerNode) -> None:
+        self.server = server
+        self.cert = dask.config.get(f"{TLS}.scheduler.cert")
+        self.key = dask.config.get(f"{TLS}.scheduler.key")
+        self.seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int]:
+        info = Path(self.cert).stat()  # the file is replaced, never rewritten: a new inode
+        return info.st_ino, info.st_mtime_ns
+
+    def look(self) -> None:
+        stamp = self._stamp()
+        if stamp == self.seen:
+            return
+        contexts = self.contexts()
+        for context in contexts:
+            context.load_cert_chain(self.cert, self.key)
+        self.seen = stamp
+        logger.info("Loaded the renewed certificate into %d TLS contexts", len(contexts))
+
+    def contexts(self) -> list[ssl.SSLContext]:
+        server: Any = self.server  # Scheduler, Nanny or Worker: all have these
+        found = [server.connection_args.get("ssl_context")]
+        found += [listener.server_args.get("ssl_options") for listener in server.listeners]
+        found.append(getattr(getattr(server, "http_server", None), "ssl_options", None))
+        unique = {id(c): c for c in found if isinstance(c, ssl.SSLContext)}
+        return list(unique.values())
+
+
 def dask_setup(server: ServerNode) -> None:
     """Called by distributed once the server has started."""
+    if dask.config.get(f"{TLS}.scheduler.cert", None):
+        watch = CertificateWatch(server)
+        callback = PeriodicCallback(watch.look, CERTIFICATE_LOOK_INTERVAL * 1000)
+        server.periodic_callbacks["dask-tls-certificate"] = callback  # stopped with the server
+        callback.start()
     if isinstance(server, Worker) and server.nanny:
         close = server.close
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from distributed.core import rpc
@@ -13,6 +14,7 @@ from distributed.security import Security
 
 from entrypoint.cluster import CA_FILE, CERT_FILE, KEY_FILE, Plan
 from entrypoint.private_files import PRIVATE_DIR
+from entrypoint.rotation import expiry_line
 
 TIMEOUT = 5.0
 
@@ -58,9 +60,11 @@ def main() -> int:
         print("unhealthy: the cluster has not started")
         return 1
     problem = check(plan)
-    print(
+    soon, expiry = expiry_line(plan.expiry, datetime.now(UTC))
+    state = (
         f"unhealthy: {problem}" if problem else f"healthy: role {plan.role}, {plan.workers} workers"
     )
+    print(f"{state}; {'WARNING: ' if soon else ''}{expiry}")
     return 1 if problem else 0
 
 

@@ -90,3 +90,20 @@ def _write_new(dir_fd: int, name: str, data: bytes) -> None:
     fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
+
+
+def replace_private_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Replace each file of `directory` in one step (a new 0600 file renamed over the old one), in
+    the order given: a reader sees either the old file or the new one, never a part."""
+    old_umask = os.umask(0o077)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name, data in files.items():
+            staged = f".{name}.new"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged, dir_fd=dir_fd)
+            _write_new(dir_fd, staged, data)
+            os.replace(staged, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+        os.umask(old_umask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from entrypoint import intake
 from entrypoint.dask_config import TLS_MIN_VERSION, overriding, variable
@@ -27,6 +28,7 @@ LOCAL_SCHEDULER = "tls://127.0.0.1:8786"
 MAX_WORKERS = 256
 MAX_THREADS = 1024
 MIN_WORKER_MEMORY = 128 << 20  # below this a worker cannot even hold its own interpreter
+EXPIRY_WARNING = timedelta(days=30)  # a certificate closer to its expiry is warned about
 THREADS_PER_CPU_WARNING = 4  # more threads than this per CPU is rarely what anyone wants
 PEM_FIX = 'pass the PEM text, e.g. -e {name}="$(cat {what}.pem)", or set {name}_FILE'
 
@@ -43,12 +45,21 @@ class Sizing:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Pems:
+    """The cluster's material as given (PEM bytes; the key may still be encrypted)."""
+
     cert_pem: bytes
     key_pem: bytes = field(repr=False)
     ca_pem: bytes | None
-    sizing: Sizing
     key_passphrase: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    pems: Pems
+    sizing: Sizing
+    # the *_FILE variables given (paths, no secret): a running container can read them again
+    secret_files: dict[str, str] = field(default_factory=dict)
     dashboard_tls: bool = True
     http_client_cert: bool = True
     role: str = "all"
@@ -60,16 +71,29 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
     _check_dask_variables(environ)
     role, scheduler_address = _role(environ)
     return Settings(
-        cert_pem=_required_pem(environ, CERT_VAR, "cert"),
-        key_pem=_required_pem(environ, KEY_VAR, "key"),
-        ca_pem=_optional_pem(environ, CA_VAR),
-        key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
+        pems=read_pems(environ),
+        secret_files=secret_files(environ),
         sizing=_sizing(environ),
         dashboard_tls=_dashboard_tls(environ),
         http_client_cert=_http_client_cert(environ),
         role=role,
         scheduler_address=scheduler_address,
     )
+
+
+def read_pems(environ: Mapping[str, str]) -> Pems:
+    return Pems(
+        cert_pem=_required_pem(environ, CERT_VAR, "cert"),
+        key_pem=_required_pem(environ, KEY_VAR, "key"),
+        ca_pem=_optional_pem(environ, CA_VAR),
+        key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
+    )
+
+
+def secret_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """{NAME_FILE: path} for each secret given as a file."""
+    names = (f"{name}_FILE" for name in (CERT_VAR, KEY_VAR, CA_VAR, PASSPHRASE_VAR))
+    return {name: environ[name].strip() for name in names if environ.get(name, "").strip()}
 
 
 def _role(environ: Mapping[str, str]) -> tuple[str, str]:

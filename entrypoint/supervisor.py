@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
+from entrypoint import rotation
 from entrypoint.cluster import (
     LOG_FORMAT,
     Plan,
@@ -35,8 +36,16 @@ from entrypoint.cluster import (
 from entrypoint.errors import EXIT_FAILURE, EXIT_OK
 from entrypoint.private_files import remove_private_files
 
-SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGCHLD: "chld"}
+SIGNALS = {
+    signal.SIGTERM: "term",
+    signal.SIGINT: "int",
+    signal.SIGCHLD: "chld",
+    signal.SIGHUP: "hup",
+}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# blocked from the entrypoint's first line until our handlers are in place: SIGHUP's default
+# action would end PID 1
+HANDLED_LATER = {*STOP_SIGNALS, signal.SIGHUP}
 TICK = 0.5  # the loop wakes at least this often, even if a SIGCHLD was lost
 WORKERS_GRACE = 5.0  # inside Docker's 10 s: nannies close their workers, then we SIGKILL
 # with the scheduler gone, workers only hang trying to say goodbye to it
@@ -54,6 +63,7 @@ Kill = Callable[[int, int], None]
 WaitPid = Callable[[int, int], tuple[int, int]]
 Clock = Callable[[], float]
 Probe = Callable[[], str | None]  # None when the scheduler is reachable, else why not
+DAY = 86400.0
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> int:
@@ -110,6 +120,8 @@ class Supervisor:
         waitpid: WaitPid = os.waitpid, clock: Clock = time.monotonic,
     ) -> None:  # fmt: skip
         self.scheduler, self.workers, self.probe = scheduler, workers, probe
+        self.certificate: rotation.ServedCertificate | None = None  # reload on SIGHUP, daily line
+        self.next_daily = clock() + DAY
         self.children = [child for child in (workers, scheduler) if child is not None]
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.exit_code: int | None = None
@@ -123,7 +135,7 @@ class Supervisor:
     def install_signal_handlers(self) -> None:
         for signum in SIGNALS:
             signal.signal(signum, self._record)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_LATER)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.signals.put(signum)  # nothing else here: the loop logs and acts
@@ -152,6 +164,9 @@ class Supervisor:
             getattr(self, f"handle_{SIGNALS[signal.Signals(signum)]}")()
         self.reap()
         self.start_due()
+        if self.certificate and self._clock() >= self.next_daily:
+            self.next_daily += DAY
+            self.certificate.report()
 
     def handle_term(self) -> None:
         self._begin_stop("SIGTERM")
@@ -161,6 +176,10 @@ class Supervisor:
 
     def handle_chld(self) -> None:
         pass  # every turn reaps
+
+    def handle_hup(self) -> None:
+        if self.certificate and self.exit_code is None:
+            self.certificate.reload()
 
     def _begin_stop(self, name: str) -> None:
         if self.exit_code is None:
@@ -301,11 +320,13 @@ def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
     def child(role: str, log_tag: str, command: list[str]) -> Child:
         return Child(role, command, child_environment(environ, plan, log_tag))
 
-    return Supervisor(
+    supervisor = Supervisor(
         child("scheduler", "scheduler", scheduler_command(plan)) if plan.runs_scheduler else None,
         child("workers", "worker", workers_command(plan)) if plan.runs_workers else None,
         probe=reachable(plan.scheduler_address) if plan.role == "worker" else None,
     )
+    supervisor.certificate = rotation.ServedCertificate(plan)
+    return supervisor
 
 
 def main(argv: list[str]) -> int:

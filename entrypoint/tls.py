@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -13,10 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from entrypoint.errors import ConfigError
-from entrypoint.settings import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR, Settings
+from entrypoint.settings import CA_VAR, CERT_VAR, EXPIRY_WARNING, KEY_VAR, PASSPHRASE_VAR, Pems
 
 MIN_RSA_BITS = 2048
-EXPIRY_WARNING = timedelta(days=30)
 TLS_KEY_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -34,13 +33,15 @@ class Material:
     cert_pem: bytes
     key_pem: bytes = field(repr=False)
     ca_pem: bytes  # the CA bundle; for a self-signed certificate, the certificate itself
+    not_after: datetime  # the certificate's expiry (UTC)
+    serial: int
 
 
-def check(settings: Settings, now: datetime) -> Material:
+def check(pems: Pems, now: datetime) -> Material:
     """Raise ConfigError unless the key matches the certificate, it is valid at `now` and the CA
     (or, with no CA, the certificate itself) issued it."""
-    chain = _certificates(settings.cert_pem, CERT_VAR)
-    key = _private_key(settings.key_pem, settings.key_passphrase)
+    chain = _certificates(pems.cert_pem, CERT_VAR)
+    key = _private_key(pems.key_pem, pems.key_passphrase)
     leaf = chain[0]
     if not same_key(key, leaf):
         raise ConfigError(
@@ -49,11 +50,11 @@ def check(settings: Settings, now: datetime) -> Material:
             "pass the key that was generated together with that certificate",
         )
     _check_validity(leaf, now)
-    if settings.ca_pem is None:
+    if pems.ca_pem is None:
         _check_self_signed(leaf)
         authorities = [leaf]
     else:
-        authorities = _certificates(settings.ca_pem, CA_VAR)
+        authorities = _certificates(pems.ca_pem, CA_VAR)
         _check_authorities(authorities)
         _check_issued(chain, authorities)
     return Material(
@@ -64,6 +65,8 @@ def check(settings: Settings, now: datetime) -> Material:
             serialization.NoEncryption(),
         ),
         ca_pem=_pem_of(authorities),
+        not_after=leaf.not_valid_after_utc,
+        serial=leaf.serial_number,
     )
 
 

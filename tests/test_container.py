@@ -149,9 +149,10 @@ def test_logs_are_tagged_by_role_and_clean(cluster: Container) -> None:
 
 
 def test_healthcheck_is_mutual_tls(cluster: Container) -> None:
-    """The HEALTHCHECK says healthy only through its mutual-TLS query of the scheduler."""
+    """The HEALTHCHECK says healthy only through its mutual-TLS query of the scheduler, and when
+    the served certificate expires."""
     log = docker("inspect", "-f", "{{json .State.Health.Log}}", cluster.name).stdout
-    assert "healthy: role all, 2 workers" in log
+    assert "healthy: role all, 2 workers; the cluster certificate expires on" in log
 
 
 def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None:

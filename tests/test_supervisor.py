@@ -9,6 +9,7 @@ import pytest
 
 from entrypoint.errors import EXIT_FAILURE, EXIT_OK
 from entrypoint.supervisor import (
+    DAY,
     ORPHANED_WORKERS_GRACE,
     RESTART_DELAYS,
     Child,
@@ -277,3 +278,31 @@ def test_scheduler_shut_down_on_request_exits_0() -> None:
     assert supervisor.exit_code == EXIT_OK
     supervisor.stop()
     assert (102, signal.SIGTERM) in processes.sent
+
+
+class Certificate:
+    """Stands in for rotation.ServedCertificate: counts what the supervisor asks of it."""
+
+    def __init__(self) -> None:
+        self.reloads = self.reports = 0
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+    def report(self) -> None:
+        self.reports += 1
+
+
+def test_sighup_reloads_the_certificate_and_a_day_brings_its_expiry_line() -> None:
+    """SIGHUP asks for a reload and nothing else; the expiry line comes once a day."""
+    processes, clock, certificate = Processes(), Clock(), Certificate()
+    supervisor = started(make(processes, clock))
+    supervisor.certificate = certificate  # type: ignore[assignment]
+    supervisor.signals.put(signal.SIGHUP)
+    supervisor.step(timeout=0)
+    assert (certificate.reloads, certificate.reports) == (1, 0)
+    assert supervisor.exit_code is None and processes.sent == []
+    clock.now += DAY
+    supervisor.step(timeout=0)
+    supervisor.step(timeout=0)
+    assert certificate.reports == 1

@@ -10,15 +10,13 @@ from cryptography.hazmat.primitives import serialization
 
 from entrypoint.certs import issue, new_key
 from entrypoint.errors import ConfigError
-from entrypoint.settings import Settings, Sizing
+from entrypoint.settings import Pems
 from entrypoint.tls import check
 from tests.material import ClusterMaterial
 
-SIZING = Sizing(workers=1, threads_per_worker=1, memory_limit="1.0")
 
-
-def settings(cert: bytes, key: bytes, ca: bytes | None = None) -> Settings:
-    return Settings(cert_pem=cert, key_pem=key, ca_pem=ca, sizing=SIZING)
+def settings(cert: bytes, key: bytes, ca: bytes | None = None) -> Pems:
+    return Pems(cert_pem=cert, key_pem=key, ca_pem=ca)
 
 
 def test_seed_self_signed_certificate_is_its_own_ca(material: ClusterMaterial) -> None:
@@ -48,7 +46,7 @@ def test_chain_through_an_intermediate_passes() -> None:
     assert check(settings(chain, leaf.key_pem, root.cert_pem), datetime.now(UTC)).cert_pem == chain
 
 
-def refusal(config: Settings, now: datetime | None = None) -> str:
+def refusal(config: Pems, now: datetime | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
         check(config, now or datetime.now(UTC))
     return str(caught.value)
@@ -157,12 +155,8 @@ def test_encrypted_key_is_decrypted_with_its_passphrase(
     encrypted = material.seed.key.private_bytes(
         serialization.Encoding.PEM, encoding, serialization.BestAvailableEncryption(b"pw")
     )
-    config = Settings(
-        cert_pem=material.seed.cert_pem,
-        key_pem=encrypted,
-        ca_pem=None,
-        sizing=SIZING,
-        key_passphrase=b"pw",
+    config = Pems(
+        cert_pem=material.seed.cert_pem, key_pem=encrypted, ca_pem=None, key_passphrase=b"pw"
     )
     assert check(config, datetime.now(UTC)).key_pem == material.seed.key_pem
 

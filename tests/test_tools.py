@@ -50,7 +50,7 @@ def test_every_written_form_is_accepted(issued: Path, form: str) -> None:
         environ = {"DASK_CLUSTER_CERT": (issued / "cluster.pem").read_text(),
                    "DASK_CLUSTER_KEY": (issued / "cluster-key.pem").read_text(),
                    "DASK_CLUSTER_CA": (issued / "ca.pem").read_text()}  # fmt: skip
-    tls.check(settings.from_environ(environ), datetime.now(UTC))
+    tls.check(settings.from_environ(environ).pems, datetime.now(UTC))
 
 
 def test_browser_bundle_holds_the_client_and_the_ca(issued: Path) -> None:

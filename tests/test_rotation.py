@@ -1,0 +1,190 @@
+"""Rotation without a restart: a renewed certificate from the same CA, mounted as files, is swapped
+into the running scheduler, nannies and workers on SIGHUP; bad material keeps the old one."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from distributed import Client, as_completed
+from distributed.security import Security
+
+from entrypoint.certs import ClusterSet, issue, new_cluster
+from entrypoint.rotation import expiry_line
+from tests.containers import Container, docker
+
+pytestmark = pytest.mark.container
+MOUNT = "/run/secrets/dask-tls"
+TASKS = 300
+
+
+def put(directory: Path, name: str, data: bytes) -> None:
+    """Replace a mounted file in one step, readable by the container's user."""
+    staged = directory / f".{name}.new"
+    staged.write_bytes(data)
+    staged.chmod(0o644)
+    staged.replace(directory / name)
+
+
+def served_serial(host: str, port: int, certs: Path) -> int:
+    """The serial of the certificate a new TLS connection to host:port is served."""
+    context = ssl.create_default_context(cafile=certs / "ca.pem")
+    context.check_hostname = False
+    context.load_cert_chain(certs / "client.pem", certs / "client-key.pem")
+    with (
+        socket.create_connection((host, port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def security(certs: Path, client: str = "client") -> Security:
+    return Security(
+        tls_ca_file=str(certs / "ca.pem"),
+        tls_client_cert=str(certs / f"{client}.pem"),
+        tls_client_key=str(certs / f"{client}-key.pem"),
+        require_encryption=True,
+    )
+
+
+@pytest.fixture
+def mounted(image: str, tmp_path: Path) -> Iterator[tuple[Container, ClusterSet, Path]]:
+    """A cluster whose material is mounted files, as Docker and Kubernetes secrets are."""
+    certs = tmp_path / "certs"
+    made = new_cluster(certs, clients=("client", "other"))
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    secrets.chmod(0o755)
+    for name, source in (("cert.pem", "cluster.pem"), ("key.pem", "cluster-key.pem"),
+                         ("ca.pem", "ca.pem")):  # fmt: skip
+        put(secrets, name, (certs / source).read_bytes())
+    env = {
+        f"DASK_CLUSTER_{part.upper()}_FILE": f"{MOUNT}/{part}.pem" for part in ("cert", "key", "ca")
+    }
+    container = Container(
+        image, {**env, "NUM_WORKERS": "2"}, docker_args=["-v", f"{secrets}:{MOUNT}:ro"]
+    )
+    try:
+        container.wait_healthy()
+        yield container, made, secrets
+    finally:
+        container.remove()
+
+
+def stream_of_tasks(client: Client, results: list[int]) -> None:
+    """A bounded stream: a few tasks in flight at any time, each result kept."""
+
+    def slow_identity(i: int) -> int:
+        time.sleep(0.02)
+        return i
+
+    futures = as_completed(client.map(slow_identity, range(TASKS), pure=False))
+    results.extend(future.result() for future in futures)
+
+
+def test_rotation_while_a_client_computes(mounted: tuple[Container, ClusterSet, Path]) -> None:
+    """SIGHUP with a renewed certificate mounted: no task lost, the connected client keeps working,
+    new connections to 8786, 8787, a worker and a nanny get the new certificate, and a client
+    certificate from the same CA still connects."""
+    container, made, secrets = mounted
+    certs = made.written[0].parent
+    old_serial = served_serial(container.ip, 8786, certs)
+    renewed = issue("dask-tls cluster", made.ca, names=("localhost", "127.0.0.1"))
+    new_serial = renewed.cert.serial_number
+
+    def served_inside(address: str) -> int:
+        """Run on a worker: the serial a new connection to `address` is served."""
+        import dask.config
+
+        host, port = address.removeprefix("tls://").rsplit(":", 1)
+        tls = "distributed.comm.tls"
+        context = ssl.create_default_context(cafile=dask.config.get(f"{tls}.ca-file"))
+        context.check_hostname = False
+        context.load_cert_chain(
+            dask.config.get(f"{tls}.client.cert"), dask.config.get(f"{tls}.client.key")
+        )
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw) as conn,
+        ):
+            der = conn.getpeercert(binary_form=True) or b""
+        # no assert in here: it runs on a worker, where pytest's rewritten asserts cannot
+        return int(x509.load_der_x509_certificate(der).serial_number)
+
+    results: list[int] = []
+    with Client(container.address, security=security(certs), timeout="20s") as client:
+        workers = client.scheduler_info()["workers"]
+        first, second = sorted(workers)
+        streaming = threading.Thread(target=stream_of_tasks, args=(client, results))
+        streaming.start()
+        put(secrets, "key.pem", renewed.key_pem)
+        put(secrets, "cert.pem", renewed.cert_pem)
+        docker("kill", "--signal", "HUP", container.name)
+
+        def everywhere_new() -> bool:
+            outside = {served_serial(container.ip, port, certs) for port in (8786, 8787)}
+            inside = {
+                client.run(served_inside, address, workers=[first])[first]
+                for address in (second, workers[second]["nanny"])
+            }
+            return outside | inside == {new_serial}
+
+        container.wait_until(everywhere_new, "the new certificate on every port")
+        streaming.join(timeout=120)
+        assert sorted(results) == list(range(TASKS))
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+    assert old_serial != new_serial
+    with Client(container.address, security=security(certs, "other"), timeout="20s") as other:
+        assert other.submit(sum, [2, 3]).result(timeout=30) == 5
+    logs = container.logs()
+    assert "SIGHUP: serving the new certificate" in logs and "Traceback" not in logs
+
+
+def test_bad_material_keeps_the_running_certificate(
+    mounted: tuple[Container, ClusterSet, Path],
+) -> None:
+    """A key that does not match, then a certificate of another CA: each is refused with one log
+    line, and the cluster goes on serving the old certificate."""
+    container, made, secrets = mounted
+    certs = made.written[0].parent
+    serial = served_serial(container.ip, 8786, certs)
+    stranger = issue("stranger", issue("another CA", ca=True))
+    for name, data, says in (
+        ("key.pem", stranger.key_pem, "the key does not match the certificate"),
+        ("cert.pem", stranger.cert_pem, "the certificate was not issued by the CA"),
+    ):
+        put(secrets, name, data)
+        docker("kill", "--signal", "HUP", container.name)
+        container.wait_until(lambda: says in container.logs(), "the refusal logged")  # noqa: B023
+        assert served_serial(container.ip, 8786, certs) == serial
+    refusals = [line for line in container.logs().splitlines() if "kept the running" in line]
+    assert len(refusals) == 2
+    with Client(container.address, security=security(certs), timeout="20s") as client:
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+def test_material_given_as_values_cannot_rotate(fresh: Container) -> None:
+    """SIGHUP to a container given -e values says, in one line, that they cannot change."""
+    docker("kill", "--signal", "HUP", fresh.name)
+    fresh.wait_until(
+        lambda: "DASK_CLUSTER_CERT was given as a value" in fresh.logs(), "the refusal logged"
+    )
+    assert fresh.state("Health.Status") == "healthy"
+
+
+@pytest.mark.parametrize(("days", "warns"), [(400, False), (29, True)])
+def test_expiry_line(days: int, warns: bool) -> None:
+    """The line names the date and the days left; from 30 days out it warns and says what to do."""
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    soon, line = expiry_line(now + timedelta(days=days, hours=1), now)
+    assert soon is warns and f"in {days} days" in line
+    assert ("certs renew" in line) is warns
