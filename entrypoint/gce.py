@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -22,7 +23,7 @@ Wants=network-online.target
 After=network-online.target docker.service
 
 [Service]
-ExecStartPre=/bin/bash {script}
+{start_pre}
 ExecStart={docker_run}
 # `systemctl reload dask-tls`: fetch the PEMs again, then have the container re-read them
 ExecReload=/bin/bash {script}
@@ -64,6 +65,17 @@ for part in {parts}; do mv -f "$dir/.$part.new" "$dir/$part"; done
 """
 
 
+OPEN_PORTS = r"""#!/bin/bash
+# Container-Optimized OS's host firewall lets in SSH only. The workers share the VM's network and
+# listen on ports the kernel picks from its ephemeral range: open that range to TCP. Who may reach
+# it is the VPC firewall's call (the cluster's VMs only).
+set -euo pipefail
+ports=$(tr '\t' : < /proc/sys/net/ipv4/ip_local_port_range)
+rule=(INPUT -p tcp --dport "$ports" -j ACCEPT)
+iptables -w -C "${rule[@]}" 2>/dev/null || iptables -w -A "${rule[@]}"
+"""
+
+
 @dataclass(frozen=True)
 class Deployment:
     project: str
@@ -96,6 +108,10 @@ class Deployment:
     @property
     def service_account(self) -> str:
         return f"{self.name}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def open_ports_script(self) -> str:
+        return str(PurePosixPath(self.script).with_name("open-worker-ports.sh"))
 
     @property
     def scheduler_vm(self) -> str:
@@ -145,8 +161,10 @@ def fetch_script(d: Deployment) -> str:
 
 
 def unit(d: Deployment, role: str = "all") -> str:
+    scripts = [d.script, *([d.open_ports_script] if role == "worker" else [])]
     return UNIT.format(
         role=role, image=d.image, script=d.script, container=d.container,
+        start_pre="\n".join(f"ExecStartPre=/bin/bash {script}" for script in scripts),
         docker_run=shlex.join(docker_run(d, role)),
     )  # fmt: skip
 
@@ -154,9 +172,15 @@ def unit(d: Deployment, role: str = "all") -> str:
 def user_data(d: Deployment, role: str = "all") -> str:
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
+    scripts = {d.script: fetch_script(d)}
+    if role == "worker":
+        scripts[d.open_ports_script] = OPEN_PORTS
     config: dict[str, Any] = {
         "write_files": [
-            {"path": d.script, "permissions": "0700", "owner": "root", "content": fetch_script(d)},
+            *(
+                {"path": path, "permissions": "0700", "owner": "root", "content": content}
+                for path, content in scripts.items()
+            ),
             {"path": SERVICE, "permissions": "0644", "content": unit(d, role)},
         ],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "start", "dask-tls.service"]],

@@ -73,17 +73,38 @@ class FakeGoogle(BaseHTTPRequestHandler):
         pass
 
 
+STAND_IN_IPTABLES = """#!/bin/sh
+# records each call; -C (check) finds the rule once -A (append) has added it
+echo "$*" >> "$0.log"
+case "$2" in -C) [ -e "$0.rule" ] ;; -A) touch "$0.rule" ;; esac
+"""
+
+
 @pytest.fixture
-def fake_google() -> Iterator[dict[str, str]]:
-    """The environment that points the fetch script at the stand-in."""
+def vm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """What the units' scripts get here in place of a VM's: the metadata server and Secret
+    Manager are the stand-in on loopback, `iptables` a stand-in that records its calls in
+    vm-bin/iptables.log (this host's firewall stays as it is)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogle)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    iptables = tmp_path / "vm-bin" / "iptables"
+    iptables.parent.mkdir()
+    iptables.write_text(STAND_IN_IPTABLES)
+    iptables.chmod(0o755)
+    env = {**os.environ, "PATH": f"{iptables.parent}:{os.environ['PATH']}",
+           "METADATA_URL": f"{url}/computeMetadata/v1",
+           "SECRET_MANAGER_URL": f"{url}/v1"}  # fmt: skip
+    assert shutil.which("iptables", path=env["PATH"]) == str(iptables)
     try:
-        yield {**os.environ, "METADATA_URL": f"{url}/computeMetadata/v1",
-               "SECRET_MANAGER_URL": f"{url}/v1"}  # fmt: skip
+        yield env
     finally:
         server.shutdown()
+
+
+def iptables_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "vm-bin" / "iptables.log"
+    return log.read_text().splitlines() if log.exists() else []
 
 
 @pytest.fixture
@@ -173,10 +194,34 @@ def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> N
     else:
         assert "--network" not in run and {("-p", "8786:8786"), ("-p", "8787:8787")} <= pairs(run)
         assert ("DASK_ROLE=scheduler" in env) == (role == "scheduler")
+    open_ports = [["/bin/bash", deployment.open_ports_script]] if role == "worker" else []
+    assert unit_commands(deployment, role, "ExecStartPre") == [
+        ["/bin/bash", deployment.script],
+        *open_ports,
+    ]
     assert unit_commands(deployment, role, "ExecReload") == [
         ["/bin/bash", deployment.script],
         ["/usr/bin/docker", "kill", "-s", "HUP", "dask-tls"],
     ]
+
+
+def ephemeral_ports_rule() -> str:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return f"INPUT -p tcp --dport {low}:{high} -j ACCEPT"
+
+
+def test_worker_vms_open_their_ephemeral_ports_once(tmp_path: Path, vm_env: dict[str, str]) -> None:
+    """Container-Optimized OS lets in SSH only, and the workers use the VM's network: the worker
+    unit's second ExecStartPre opens the kernel's ephemeral port range (where the workers' and
+    nannies' listeners land) to TCP, once however often the unit starts."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2,
+                            script=str(tmp_path / "fetch-secrets.sh"))  # fmt: skip
+    script = Path(deployment.open_ports_script)
+    script.write_text(rendered(deployment, "worker")[str(script)])
+    for _ in range(2):
+        subprocess.run(["/bin/bash", str(script)], env=vm_env, check=True, timeout=30)
+    rule = ephemeral_ports_rule()
+    assert iptables_calls(tmp_path) == [f"-w -C {rule}", f"-w -A {rule}", f"-w -C {rule}"]
 
 
 def on_this_host(command: list[str]) -> list[str]:
@@ -196,15 +241,16 @@ class RehearsedVM:
     def log(self) -> Path:
         return Path(self.deployment.script).with_name("docker-run.log")
 
-    def boot(self, google: dict[str, str], network: str = "") -> None:
-        """cloud-init writes the fetch script; systemd runs the unit's ExecStartPre, then its
+    def boot(self, env: dict[str, str], network: str = "") -> None:
+        """cloud-init writes the scripts; systemd runs the unit's ExecStartPre lines, then its
         ExecStart, here on `network` where the VM would use the host's network (a worker) or
         publish ports (the scheduler, which answers there to its internal DNS name)."""
-        script = Path(self.deployment.script)
-        script.parent.mkdir(exist_ok=True)
-        script.write_text(rendered(self.deployment, self.role)[self.deployment.script])
+        for path, content in rendered(self.deployment, self.role).items():
+            if path != SERVICE:
+                Path(path).parent.mkdir(exist_ok=True)
+                Path(path).write_text(content)
         for command in unit_commands(self.deployment, self.role, "ExecStartPre"):
-            subprocess.run(command, env=google, check=True, timeout=30)
+            subprocess.run(command, env=env, check=True, timeout=30)
         [command] = unit_commands(self.deployment, self.role, "ExecStart")
         assert command[:2] == ["/usr/bin/docker", "run"]
         if network and "--network" in command:
@@ -218,10 +264,10 @@ class RehearsedVM:
                 on_this_host(command), stdout=log, stderr=subprocess.STDOUT, text=True
             )
 
-    def reload(self, google: dict[str, str]) -> None:
+    def reload(self, env: dict[str, str]) -> None:
         """`systemctl reload`: the unit's ExecReload lines, in order."""
         for command in unit_commands(self.deployment, self.role, "ExecReload"):
-            subprocess.run(on_this_host(command), env=google, check=True, timeout=30)
+            subprocess.run(on_this_host(command), env=env, check=True, timeout=30)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -279,7 +325,7 @@ def on_vm(deployment: Deployment, directory: Path, vm: str) -> Deployment:
 @pytest.mark.container
 @AS_ROOT
 def test_fetch_script_and_docker_run_line_give_a_cluster(
-    image: str, tmp_path: Path, fake_google: dict[str, str]
+    image: str, tmp_path: Path, vm_env: dict[str, str]
 ) -> None:
     """The user-data's own script fetches the PEMs into a 0700 directory of 0600 files owned by
     the image's user; its own `docker run` line then serves a cluster a client computes on."""
@@ -289,7 +335,7 @@ def test_fetch_script_and_docker_run_line_give_a_cluster(
     one = Deployment(project=PROJECT, image=image, source_ranges=(), sizing={"NUM_WORKERS": "2"})
     vm = RehearsedVM(on_vm(one, tmp_path, "all"), "all")
     try:
-        vm.boot(fake_google)
+        vm.boot(vm_env)
         secrets = Path(vm.deployment.secrets_dir)
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == 10001
         assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == dict.fromkeys(
@@ -315,7 +361,7 @@ def renewed(certs: Path, host: str) -> Issued:
 @pytest.mark.container
 @AS_ROOT
 def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
-    image: str, tmp_path: Path, fake_google: dict[str, str]
+    image: str, tmp_path: Path, vm_env: dict[str, str]
 ) -> None:
     """The scheduler unit's and two worker units' ExecStartPre and ExecStart, run as containers on
     one Docker network where the scheduler answers to its internal DNS name: a client holding
@@ -337,7 +383,8 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
     docker("network", "create", network)
     try:
         for vm in (scheduler, *workers):
-            vm.boot(fake_google, network)
+            vm.boot(vm_env, network)
+        assert f"-w -A {ephemeral_ports_rule()}" in iptables_calls(tmp_path)
         hostnames = {
             docker("inspect", "-f", "{{.Config.Hostname}}", vm.deployment.container).stdout.strip()
             for vm in workers
@@ -353,7 +400,7 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
                 "dask-cluster-key": new.key_pem,
             }
             for vm in (scheduler, *workers):
-                vm.reload(fake_google)
+                vm.reload(vm_env)
                 assert base64.b64decode(vm.file("/run/secrets/dask-tls/cert")) == new.cert_pem
                 assert vm.running()
             assert client.submit(sum, [40, 2]).result(timeout=30) == 42
