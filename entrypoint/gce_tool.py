@@ -46,8 +46,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     many.add_argument("--network", default="default", help="the VPC network (default: default)")
     many.add_argument("--external-ip", action="store_true", help="give the VMs external IPs")
     change = many.add_mutually_exclusive_group()
-    change.add_argument("--resize", type=_count(0), metavar="N", help="the worker group to N VMs")
-    change.add_argument("--delete", action="store_true", help="everything the cluster has")
+    change.add_argument("--resize", type=_count(0), metavar="N", help="resize the worker group")
+    change.add_argument("--delete", action="store_true", help="delete all that --worker-vms made")
     gce.set_defaults(run=run)
 
 
