@@ -193,6 +193,18 @@ def key_matches(key_path: Path, cert_path: Path) -> bool:
     return same_key(key, x509.load_pem_x509_certificates(cert_path.read_bytes())[0])
 
 
+def names_in(cert_pem: bytes) -> list[str]:
+    """The DNS names and IP addresses (subject alternative names) the first certificate in
+    `cert_pem` is issued for; ValueError when it holds no PEM certificate."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    addresses = names.get_values_for_type(x509.IPAddress)
+    return [*names.get_values_for_type(x509.DNSName), *(str(a) for a in addresses)]
+
+
 def _certificates_in(data: bytes) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from entrypoint import certs, client, gce
+from entrypoint import certs, client, gce_tool
 
 
 def main(argv: list[str]) -> int:
@@ -43,25 +39,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument("--out", type=Path, default=client.DEFAULT_CONFIG)
     config.set_defaults(run=run_client_config)
 
-    gce = commands.add_parser("gce", help="Google Compute Engine: user-data and gcloud commands")
-    gce.add_argument("--project", required=True)
-    gce.add_argument("--image", required=True, help="the image in a registry the VM can pull")
-    gce.add_argument("--source-range", action="append", required=True, dest="source_ranges",
-                     help="who may reach 8786/8787, e.g. 203.0.113.7/32 (repeatable)")  # fmt: skip
-    gce.add_argument("--name", default="dask-cluster")
-    gce.add_argument("--zone", default="us-central1-a")
-    gce.add_argument("--machine-type", default="e2-standard-4")
-    gce.add_argument("--tag", default="dask-server")
-    gce.add_argument("--certs", default="certs", help="where `certs new` wrote (for the secrets)")
-    gce.add_argument("--no-ca", action="store_true", help="a self-signed certificate, no CA secret")
-    gce.add_argument("--workers", help="NUM_WORKERS (default: the VM's CPUs)")
-    gce.add_argument("--out", type=Path, default=Path("user-data.yaml"))
-    gce.add_argument("--secrets-dir", default="/run/dask-tls", help=argparse.SUPPRESS)
-    gce.add_argument("--container", default="dask-tls", help=argparse.SUPPRESS)
-    gce.add_argument("--ports", nargs=2, default=["8786", "8787"], help=argparse.SUPPRESS)
-    gce.add_argument("--apply", action="store_true", help="run the commands (gcloud configured)")
-    gce.add_argument("--legacy", action="store_true", help="DEPRECATED create-with-container")
-    gce.set_defaults(run=run_gce)
+    gce_tool.add_parser(commands)
     return top
 
 
@@ -103,41 +81,4 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_client_config(args: argparse.Namespace) -> int:
     path = client.write_config(args.certs, args.client, args.out)
     print(f"wrote {path}: Client('tls://HOST:8786') now uses {args.certs}/{args.client}.pem")
-    return 0
-
-
-def run_gce(args: argparse.Namespace) -> int:
-    for cidr in args.source_ranges:
-        if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
-            print(
-                f"warning: {cidr} opens the cluster's ports to the whole internet", file=sys.stderr
-            )
-    secrets = {"cert": f"{args.name}-cert", "key": f"{args.name}-key", "ca": f"{args.name}-ca"}
-    if args.no_ca:
-        del secrets["ca"]
-    deployment = gce.Deployment(
-        project=args.project, image=args.image, source_ranges=tuple(args.source_ranges),
-        name=args.name, zone=args.zone, machine_type=args.machine_type, tag=args.tag,
-        secrets=secrets, sizing={"NUM_WORKERS": args.workers} if args.workers else {},
-        secrets_dir=args.secrets_dir, container=args.container, ports=tuple(args.ports),
-    )  # fmt: skip
-    if args.legacy:
-        print(
-            "DEPRECATED: create-with-container's agent stopped working on 2026-07-31",
-            file=sys.stderr,
-        )
-        commands = [gce.legacy_command(deployment, f"{args.certs}/cluster.env")]
-    else:
-        args.out.write_text(gce.user_data(deployment))
-        print(f"wrote {args.out}: cloud-init for Container-Optimized OS", file=sys.stderr)
-        commands = gce.gcloud_commands(deployment, str(args.out), args.certs)
-    if not args.apply:
-        print("\n".join(shlex.join(command) for command in commands))
-        return 0
-    if not shutil.which("gcloud"):
-        print("gcloud is not installed here: run the commands without --apply and paste them")
-        return 1
-    for command in commands:
-        print("+", shlex.join(command), flush=True)
-        subprocess.run(command, check=True)
     return 0

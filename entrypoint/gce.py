@@ -1,25 +1,33 @@
-"""Google Compute Engine after the container agent's shutdown: a cloud-init user-data for
-Container-Optimized OS that fetches the PEMs from Secret Manager at each start and runs the image
-with `docker run` under systemd, plus the gcloud commands around it."""
+"""Google Compute Engine after the container agent's shutdown: the cloud-init user-data for
+Container-Optimized OS that fetches the PEMs from Secret Manager at each start (and on reload) and
+runs the image with `docker run` under systemd. One VM runs everything (role "all"), or one VM the
+scheduler and a managed group the workers. The gcloud commands around it are in `gcloud`."""
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
 SECRETS_MOUNT = "/run/secrets/dask-tls"
+SCRATCH = "/scratch"  # the image's VOLUME for the workers' spilled data
+SERVICE = "/etc/systemd/system/dask-tls.service"
+ROLES = ("all", "scheduler", "worker")
 UNIT = """\
 [Unit]
-Description=TLS-only Dask cluster ({image})
+Description=TLS-only Dask cluster, role {role} ({image})
 Wants=network-online.target
 After=network-online.target docker.service
 
 [Service]
-ExecStartPre=/bin/bash {script}
+{start_pre}
 ExecStart={docker_run}
+# `systemctl reload dask-tls`: fetch the PEMs again, then have the container re-read them
+ExecReload=/bin/bash {script}
+ExecReload=/usr/bin/docker kill -s HUP {container}
 ExecStop=/usr/bin/docker stop {container}
 # the restart policy; exit 78 (a configuration error) would only fail again
 Restart=always
@@ -31,7 +39,9 @@ WantedBy=multi-user.target
 """
 FETCH = r"""#!/bin/bash
 # Fetch the cluster's PEMs from Secret Manager into a private tmpfs directory (never into
-# instance metadata). The image takes the base64 the API returns as it is.
+# instance metadata). The image takes the base64 the API returns as it is. On a reload the
+# directory stays (the running container has it bind-mounted: a new one would stay invisible
+# to it) and each file is replaced by a rename, once every secret has arrived.
 set -euo pipefail
 dir={secrets_dir}
 metadata=${{METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}}
@@ -41,15 +51,28 @@ project=$(curl -sSf -H 'Metadata-Flavor: Google' "$metadata/project/project-id")
 token=$(curl -sSf -H 'Metadata-Flavor: Google' "$metadata/instance/service-accounts/default/token" \
   | json_value access_token)
 umask 077
-rm -rf "$dir"
-mkdir -m 0700 "$dir"
+mkdir -p "$dir"
+chmod 0700 "$dir"
+trap 'rm -f "$dir"/.*.new' EXIT
 fetch() {{
   curl -sSf -H "Authorization: Bearer $token" \
-    "$api/projects/$project/secrets/$1/versions/latest:access" | json_value data > "$dir/$2"
-  [ -s "$dir/$2" ] || {{ echo "secret $1 is empty or unreadable" >&2; exit 1; }}
+    "$api/projects/$project/secrets/$1/versions/latest:access" | json_value data > "$dir/.$2.new"
+  [ -s "$dir/.$2.new" ] || {{ echo "secret $1 is empty or unreadable" >&2; exit 1; }}
 }}
 {fetches}
-chown -R {uid}:{uid} "$dir"
+chown {uid}:{uid} "$dir" "$dir"/.*.new
+for part in {parts}; do mv -f "$dir/.$part.new" "$dir/$part"; done
+"""
+
+
+OPEN_PORTS = r"""#!/bin/bash
+# Container-Optimized OS's host firewall lets in SSH only. The workers share the VM's network and
+# listen on ports the kernel picks from its ephemeral range: open that range to TCP. Who may reach
+# it is the VPC firewall's call (the cluster's VMs only).
+set -euo pipefail
+ports=$(tr '\t' : < /proc/sys/net/ipv4/ip_local_port_range)
+rule=(INPUT -p tcp --dport "$ports" -j ACCEPT)
+iptables -w -C "${rule[@]}" 2>/dev/null || iptables -w -A "${rule[@]}"
 """
 
 
@@ -75,40 +98,90 @@ class Deployment:
     ports: tuple[str, str] = ("8786", "8787")  # host side of 8786 and 8787
     uid: int = 10001
     script: str = "/etc/dask-tls/fetch-secrets.sh"
+    scratch_volume: str = "dask-scratch"  # a Docker volume: on the VM's disk, not in RAM
+    # a cluster of VMs: a scheduler VM and a managed group of this many worker VMs
+    worker_vms: int = 0
+    worker_machine_type: str = ""  # empty: machine_type
+    network: str = "default"
+    external_ip: bool = False
 
     @property
     def service_account(self) -> str:
         return f"{self.name}@{self.project}.iam.gserviceaccount.com"
 
+    @property
+    def open_ports_script(self) -> str:
+        return str(PurePosixPath(self.script).with_name("open-worker-ports.sh"))
 
-def docker_run(d: Deployment) -> list[str]:
-    """The exact command the VM runs: read-only root, tmpfs, non-root, PEMs from files."""
+    @property
+    def scheduler_vm(self) -> str:
+        return f"{self.name}-scheduler"
+
+    @property
+    def scheduler_host(self) -> str:
+        """The scheduler VM's zonal internal DNS name, which the workers connect to."""
+        return f"{self.scheduler_vm}.{self.zone}.c.{self.project}.internal"
+
+
+def docker_run(d: Deployment, role: str = "all") -> list[str]:
+    """The exact command the VM runs: read-only root, tmpfs, non-root, PEMs from files, spill on a
+    volume. Workers of a cluster share the VM's network: other VMs' workers must reach theirs."""
     files = [f"DASK_CLUSTER_{part.upper()}_FILE={SECRETS_MOUNT}/{part}" for part in d.secrets]
-    env = [*files, *(f"{k}={v}" for k, v in d.sizing.items())]
+    env = [*files, *_role_env(d, role)]
+    network = (
+        ["--network", "host"]
+        if role == "worker"
+        else ["-p", f"{d.ports[0]}:8786", "-p", f"{d.ports[1]}:8787"]
+    )
     return [
         "/usr/bin/docker", "run", "--rm", "--name", d.container, "--user", f"{d.uid}:{d.uid}",
-        "--read-only", "--tmpfs", "/tmp", "-p", f"{d.ports[0]}:8786", "-p", f"{d.ports[1]}:8787",
+        "--read-only", "--tmpfs", "/tmp", "-v", f"{d.scratch_volume}:{SCRATCH}", *network,
         "-v", f"{d.secrets_dir}:{SECRETS_MOUNT}:ro", *(a for e in env for a in ("-e", e)), d.image,
     ]  # fmt: skip
 
 
+def _role_env(d: Deployment, role: str) -> list[str]:
+    sizing = [f"{k}={v}" for k, v in d.sizing.items()]
+    if role == "scheduler":
+        return ["DASK_ROLE=scheduler"]
+    if role == "worker":
+        address = f"DASK_SCHEDULER_ADDRESS=tls://{d.scheduler_host}:8786"
+        return ["DASK_ROLE=worker", address, *sizing]
+    return sizing
+
+
 def fetch_script(d: Deployment) -> str:
     fetches = "\n".join(f"fetch {shlex.quote(s)} {part}" for part, s in d.secrets.items())
-    return FETCH.format(secrets_dir=shlex.quote(d.secrets_dir), fetches=fetches, uid=d.uid)
-
-
-def user_data(d: Deployment) -> str:
-    unit = UNIT.format(
-        image=d.image, script=d.script, container=d.container, docker_run=shlex.join(docker_run(d))
+    return FETCH.format(
+        secrets_dir=shlex.quote(d.secrets_dir),
+        fetches=fetches,
+        uid=d.uid,
+        parts=" ".join(d.secrets),
     )
+
+
+def unit(d: Deployment, role: str = "all") -> str:
+    scripts = [d.script, *([d.open_ports_script] if role == "worker" else [])]
+    return UNIT.format(
+        role=role, image=d.image, script=d.script, container=d.container,
+        start_pre="\n".join(f"ExecStartPre=/bin/bash {script}" for script in scripts),
+        docker_run=shlex.join(docker_run(d, role)),
+    )  # fmt: skip
+
+
+def user_data(d: Deployment, role: str = "all") -> str:
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {ROLES}")
+    scripts = {d.script: fetch_script(d)}
+    if role == "worker":
+        scripts[d.open_ports_script] = OPEN_PORTS
     config: dict[str, Any] = {
         "write_files": [
-            {"path": d.script, "permissions": "0700", "owner": "root", "content": fetch_script(d)},
-            {
-                "path": "/etc/systemd/system/dask-tls.service",
-                "permissions": "0644",
-                "content": unit,
-            },
+            *(
+                {"path": path, "permissions": "0700", "owner": "root", "content": content}
+                for path, content in scripts.items()
+            ),
+            {"path": SERVICE, "permissions": "0644", "content": unit(d, role)},
         ],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "start", "dask-tls.service"]],
     }
@@ -126,42 +199,3 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _BlockDumper.add_representer(str, _str)
-
-
-def gcloud_commands(d: Deployment, user_data_file: str, certs: str) -> list[list[str]]:
-    """Secrets, a service account that may read them, the firewall rule, the VM."""
-    p = ["--project", d.project]
-    commands = [["gcloud", "iam", "service-accounts", "create", d.name, *p]]
-    files = {"cert": "cluster.pem", "key": "cluster-key.pem", "ca": "ca.pem"}
-    for part, secret in d.secrets.items():
-        commands += [
-            ["gcloud", "secrets", "create", secret, *p, "--replication-policy", "automatic",
-             "--data-file", f"{certs}/{files[part]}"],
-            ["gcloud", "secrets", "add-iam-policy-binding", secret, *p,
-             "--member", f"serviceAccount:{d.service_account}",
-             "--role", "roles/secretmanager.secretAccessor"],
-        ]  # fmt: skip
-    commands += [
-        ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-tls", *p,
-         "--direction", "INGRESS", "--allow", f"tcp:{d.ports[0]},tcp:{d.ports[1]}",
-         "--target-tags", d.tag,
-         "--source-ranges", ",".join(d.source_ranges)],
-        ["gcloud", "compute", "instances", "create", d.name, *p, "--zone", d.zone,
-         "--machine-type", d.machine_type,
-         "--image-family", "cos-stable", "--image-project", "cos-cloud",
-         "--tags", d.tag, "--service-account", d.service_account, "--scopes", "cloud-platform",
-         "--metadata-from-file", f"user-data={user_data_file}"],
-    ]  # fmt: skip
-    return commands
-
-
-def legacy_command(d: Deployment, env_file: str) -> list[str]:
-    """DEPRECATED: the container agent behind this stopped working on 2026-07-31. The env file
-    carries single-line base64 PEMs (the only form --container-env-file keeps intact); they end up
-    in instance metadata, readable from inside the VM."""
-    return [
-        "gcloud", "compute", "instances", "create-with-container", d.name, "--project", d.project,
-        "--zone", d.zone, "--machine-type", d.machine_type, "--tags", d.tag,
-        "--container-image", d.image, "--container-env-file", env_file,
-        "--container-restart-policy", "always", "--container-mount-tmpfs", "mount-path=/tmp",
-    ]  # fmt: skip

@@ -1,32 +1,47 @@
-"""Google Compute Engine, offline: the rendered user-data is valid cloud-config; its fetch script,
-run against a stand-in for the metadata server and Secret Manager on loopback, writes the private
-files; the exact `docker run` line it holds gives a working cluster; gcloud is driven as printed."""
+"""Google Compute Engine, offline: the rendered user-datas (one VM; a scheduler VM and worker VMs)
+are valid cloud-config; their fetch scripts, run against a stand-in for the metadata server and
+Secret Manager on loopback, write the private files; the exact `docker run` lines they hold give a
+working cluster (the VMs rehearsed as containers on one Docker network); gcloud is driven exactly
+as printed."""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from distributed import Client
 
-from entrypoint.certs import new_cluster
+from entrypoint.certs import Issued, issue, new_cluster
 from entrypoint.cli import main
 from entrypoint.client import connect
-from entrypoint.gce import Deployment, user_data
+from entrypoint.gce import ROLES, SERVICE, Deployment, user_data
 from tests.containers import DOCKER, docker
 
 PROJECT, TOKEN = "test-project", "test-token"
+CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
+SCHEDULER_HOST = f"dask-cluster-scheduler.us-central1-a.c.{PROJECT}.internal"
+AS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the fetch script chowns to uid 10001, as root on the VM"
+)
 
 
 class FakeGoogle(BaseHTTPRequestHandler):
@@ -58,112 +73,481 @@ class FakeGoogle(BaseHTTPRequestHandler):
         pass
 
 
+STAND_IN_IPTABLES = """#!/bin/sh
+# records each call; -C (check) finds the rule once -A (append) has added it
+echo "$*" >> "$0.log"
+case "$2" in -C) [ -e "$0.rule" ] ;; -A) touch "$0.rule" ;; esac
+"""
+
+
 @pytest.fixture
-def fake_google() -> Iterator[str]:
+def vm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """What the units' scripts get here in place of a VM's: the metadata server and Secret
+    Manager are the stand-in on loopback, `iptables` a stand-in that records its calls in
+    vm-bin/iptables.log (this host's firewall stays as it is)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogle)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    iptables = tmp_path / "vm-bin" / "iptables"
+    iptables.parent.mkdir()
+    iptables.write_text(STAND_IN_IPTABLES)
+    iptables.chmod(0o755)
+    env = {**os.environ, "PATH": f"{iptables.parent}:{os.environ['PATH']}",
+           "METADATA_URL": f"{url}/computeMetadata/v1",
+           "SECRET_MANAGER_URL": f"{url}/v1"}  # fmt: skip
+    assert shutil.which("iptables", path=env["PATH"]) == str(iptables)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield env
     finally:
         server.shutdown()
 
 
-def rendered(deployment: Deployment) -> dict[str, str]:
+def iptables_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "vm-bin" / "iptables.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def gcloud_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in gcloud first on PATH; it appends each call's argv to the file returned."""
+    log = tmp_path / "gcloud.jsonl"
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                    f"with open({str(log)!r}, 'a') as f:\n"
+                    "    f.write(json.dumps(['gcloud', *sys.argv[1:]]) + '\\n')\n")  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    return log
+
+
+def rendered(deployment: Deployment, role: str = "all") -> dict[str, str]:
     """path -> content of each file the user-data writes."""
-    config = yaml.safe_load(user_data(deployment))
+    config = yaml.safe_load(user_data(deployment, role))
     return {entry["path"]: entry["content"] for entry in config["write_files"]}
 
 
-def test_user_data_is_valid_cloud_config(tmp_path: Path) -> None:
-    """`cloud-init schema` (Debian's cloud-init) accepts the rendered user-data."""
+def unit_commands(deployment: Deployment, role: str, key: str) -> list[list[str]]:
+    """The commands of the systemd unit's `key=` lines (ExecStart, ExecReload, ...), in order."""
+    lines = rendered(deployment, role)[SERVICE].splitlines()
+    return [
+        shlex.split(line.removeprefix(f"{key}=")) for line in lines if line.startswith(key + "=")
+    ]
+
+
+def pairs(command: list[str]) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(command))
+
+
+Drive = Callable[[list[str]], list[list[str]]]
+
+
+@pytest.fixture
+def drive(gcloud_calls: Path, capsys: pytest.CaptureFixture[str]) -> Drive:
+    """Runs `gce ARGS` without, then with --apply; asserts the stand-in gcloud got exactly the
+    printed commands, and returns them."""
+
+    def printed_and_applied(args: list[str]) -> list[list[str]]:
+        assert main(args) == 0
+        printed = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+        assert main([*args, "--apply"]) == 0
+        capsys.readouterr()
+        applied = [json.loads(line) for line in gcloud_calls.read_text().splitlines()]
+        gcloud_calls.unlink()
+        assert applied == printed and printed
+        return printed
+
+    return printed_and_applied
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_user_data_is_valid_cloud_config(tmp_path: Path, role: str) -> None:
+    """`cloud-init schema` (Debian's cloud-init) accepts the rendered user-data of each role."""
     if not shutil.which("cloud-init"):
         pytest.fail("cloud-init is missing: apt-get install cloud-init (see .ci/run)")
     path = tmp_path / "user-data.yaml"
-    path.write_text(user_data(Deployment(project="p", image="img", source_ranges=("10.0.0.0/8",))))
+    deployment = Deployment(project="p", image="img", source_ranges=("10.0.0.0/8",), worker_vms=2)
+    path.write_text(user_data(deployment, role))
     result = subprocess.run(
         ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0 and "Valid cloud-config" in result.stdout, result.stderr
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> None:
+    """Each role's `docker run` keeps the read-only root, the tmpfs and uid 10001, mounts a volume
+    at /scratch; workers share the VM's network and find the scheduler by its internal DNS name;
+    `systemctl reload` fetches the secrets again, then sends the container SIGHUP."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2)
+    [run] = unit_commands(deployment, role, "ExecStart")
+    assert {
+        ("--user", "10001:10001"),
+        ("--tmpfs", "/tmp"),
+        ("-v", "dask-scratch:/scratch"),
+    } <= pairs(run)
+    assert "--read-only" in run and run[-1] == "img"
+    env = {run[i + 1] for i, arg in enumerate(run) if arg == "-e"}
+    if role == "worker":
+        assert ("--network", "host") in pairs(run) and "-p" not in run
+        assert {"DASK_ROLE=worker", f"DASK_SCHEDULER_ADDRESS=tls://{SCHEDULER_HOST}:8786"} <= env
+    else:
+        assert "--network" not in run and {("-p", "8786:8786"), ("-p", "8787:8787")} <= pairs(run)
+        assert ("DASK_ROLE=scheduler" in env) == (role == "scheduler")
+    open_ports = [["/bin/bash", deployment.open_ports_script]] if role == "worker" else []
+    assert unit_commands(deployment, role, "ExecStartPre") == [
+        ["/bin/bash", deployment.script],
+        *open_ports,
+    ]
+    assert unit_commands(deployment, role, "ExecReload") == [
+        ["/bin/bash", deployment.script],
+        ["/usr/bin/docker", "kill", "-s", "HUP", "dask-tls"],
+    ]
+
+
+def ephemeral_ports_rule() -> str:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return f"INPUT -p tcp --dport {low}:{high} -j ACCEPT"
+
+
+def test_worker_vms_open_their_ephemeral_ports_once(tmp_path: Path, vm_env: dict[str, str]) -> None:
+    """Container-Optimized OS lets in SSH only, and the workers use the VM's network: the worker
+    unit's second ExecStartPre opens the kernel's ephemeral port range (where the workers' and
+    nannies' listeners land) to TCP, once however often the unit starts."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2,
+                            script=str(tmp_path / "fetch-secrets.sh"))  # fmt: skip
+    script = Path(deployment.open_ports_script)
+    script.write_text(rendered(deployment, "worker")[str(script)])
+    for _ in range(2):
+        subprocess.run(["/bin/bash", str(script)], env=vm_env, check=True, timeout=30)
+    rule = ephemeral_ports_rule()
+    assert iptables_calls(tmp_path) == [f"-w -C {rule}", f"-w -A {rule}", f"-w -C {rule}"]
+
+
+def on_this_host(command: list[str]) -> list[str]:
+    return [DOCKER, *command[1:]] if command[0] == "/usr/bin/docker" else command
+
+
+@dataclass
+class RehearsedVM:
+    """One VM as a container on this host: its fetch script and secrets directory of its own
+    (run as root, as the VM's systemd does), its unit's lines run as rendered."""
+
+    deployment: Deployment
+    role: str
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def log(self) -> Path:
+        return Path(self.deployment.script).with_name("docker-run.log")
+
+    def boot(self, env: dict[str, str], network: str = "") -> None:
+        """cloud-init writes the scripts; systemd runs the unit's ExecStartPre lines, then its
+        ExecStart, here on `network` where the VM would use the host's network (a worker) or
+        publish ports (the scheduler, which answers there to its internal DNS name)."""
+        for path, content in rendered(self.deployment, self.role).items():
+            if path != SERVICE:
+                Path(path).parent.mkdir(exist_ok=True)
+                Path(path).write_text(content)
+        for command in unit_commands(self.deployment, self.role, "ExecStartPre"):
+            subprocess.run(command, env=env, check=True, timeout=30)
+        [command] = unit_commands(self.deployment, self.role, "ExecStart")
+        assert command[:2] == ["/usr/bin/docker", "run"]
+        if network and "--network" in command:
+            command[command.index("--network") + 1] = network
+        elif network:
+            alias = self.deployment.scheduler_host
+            command[2:2] = ["--network", network, "--network-alias", alias]
+        assert ("--network", "host") not in pairs(command)
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                on_this_host(command), stdout=log, stderr=subprocess.STDOUT, text=True
+            )
+
+    def reload(self, env: dict[str, str]) -> None:
+        """`systemctl reload`: the unit's ExecReload lines, in order."""
+        for command in unit_commands(self.deployment, self.role, "ExecReload"):
+            subprocess.run(on_this_host(command), env=env, check=True, timeout=30)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def client(self, certs: Path) -> Client:
+        """A client at the container's address (connection refused, and retried, until the
+        scheduler listens; the published port's proxy would take the connection and drop it)."""
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        deadline = time.monotonic() + 60
+        while not (
+            ip := docker(
+                "inspect", "-f", template, self.deployment.container, check=False
+            ).stdout.strip()
+        ):
+            assert self.running(), self.log.read_text()
+            assert time.monotonic() < deadline, f"no container in 60 s:\n{self.log.read_text()}"
+            time.sleep(0.25)
+        return connect(f"tls://{ip}:8786", certs, timeout="60s")
+
+    def file(self, path: str) -> str:
+        container = self.deployment.container
+        return docker("exec", container, "/usr/bin/env", "-i", "cat", path).stdout
+
+    def stop(self) -> int:
+        docker("stop", self.deployment.container, timeout=30)
+        assert self.process is not None
+        return self.process.wait(timeout=30)
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.deployment.container, check=False)
+        docker("volume", "rm", "-f", self.deployment.scratch_volume, check=False)
+        if self.process:
+            self.process.kill()
+
+
+def serve(certs: Path) -> None:
+    """Hands `certs`' cluster material to the stand-in Secret Manager, under the default names."""
+    FakeGoogle.secrets = {
+        "dask-cluster-cert": (certs / "cluster.pem").read_bytes(),
+        "dask-cluster-key": (certs / "cluster-key.pem").read_bytes(),
+        "dask-cluster-ca": (certs / "ca.pem").read_bytes(),
+    }
+
+
+def on_vm(deployment: Deployment, directory: Path, vm: str) -> Deployment:
+    """`deployment` as one VM rehearsed here: names and paths of its own."""
+    name = f"dask-tls-test-{os.getpid()}-gce-{vm}"
+    return replace(
+        deployment, container=name, scratch_volume=f"{name}-scratch",
+        secrets_dir=str(directory / vm / "run"), script=str(directory / vm / "fetch-secrets.sh"),
+        ports=("127.0.0.1:0", "127.0.0.1:0"),
+    )  # fmt: skip
+
+
 @pytest.mark.container
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="the fetch script chowns to uid 10001, as root on the VM"
-)
+@AS_ROOT
 def test_fetch_script_and_docker_run_line_give_a_cluster(
-    image: str, tmp_path: Path, fake_google: str
+    image: str, tmp_path: Path, vm_env: dict[str, str]
 ) -> None:
     """The user-data's own script fetches the PEMs into a 0700 directory of 0600 files owned by
     the image's user; its own `docker run` line then serves a cluster a client computes on."""
     certs = tmp_path / "certs"
     new_cluster(certs)
-    deployment = Deployment(
-        project=PROJECT, image=image, source_ranges=("127.0.0.1/32",),
-        secrets_dir=str(tmp_path / "run"), container=f"gce-test-{os.getpid()}",
-        ports=("127.0.0.1:0", "127.0.0.1:0"), sizing={"NUM_WORKERS": "2"},
-    )  # fmt: skip
-    FakeGoogle.secrets = {
-        deployment.secrets["cert"]: (certs / "cluster.pem").read_bytes(),
-        deployment.secrets["key"]: (certs / "cluster-key.pem").read_bytes(),
-        deployment.secrets["ca"]: (certs / "ca.pem").read_bytes(),
-    }
-    files = rendered(deployment)
-    script = tmp_path / "fetch-secrets.sh"
-    script.write_text(files[deployment.script])
-    fetch_env = {**os.environ, "METADATA_URL": f"{fake_google}/computeMetadata/v1",
-                 "SECRET_MANAGER_URL": f"{fake_google}/v1"}  # fmt: skip
-    subprocess.run(["bash", str(script)], env=fetch_env, check=True, timeout=30)
-    secrets = Path(deployment.secrets_dir)
-    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == 10001
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == dict.fromkeys(
-        ("cert", "key", "ca"), 0o600
-    )
-
-    unit = files["/etc/systemd/system/dask-tls.service"]
-    [line] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    command = shlex.split(line.removeprefix("ExecStart="))
-    command[0] = DOCKER if command[0] != DOCKER else command[0]
-    running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve(certs)
+    one = Deployment(project=PROJECT, image=image, source_ranges=(), sizing={"NUM_WORKERS": "2"})
+    vm = RehearsedVM(on_vm(one, tmp_path, "all"), "all")
     try:
-        address = ""
-        for _ in range(120):
-            probe = docker(
-                "inspect", "-f", "{{.NetworkSettings.IPAddress}}", deployment.container, check=False
-            )
-            if address := probe.stdout.strip():
-                break
-            assert running.poll() is None, running.communicate()[0]
-            threading.Event().wait(0.25)
-        with connect(f"tls://{address}:8786", certs, timeout="30s") as client:
+        vm.boot(vm_env)
+        secrets = Path(vm.deployment.secrets_dir)
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == 10001
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == dict.fromkeys(
+            ("cert", "key", "ca"), 0o600
+        )
+        with vm.client(certs) as client:
             client.wait_for_workers(2, timeout=60)
             assert client.submit(sum, [40, 2]).result(timeout=30) == 42
-        docker("stop", deployment.container, timeout=30)
-        assert running.wait(timeout=30) == 0
+        assert vm.stop() == 0
     finally:
-        docker("rm", "-f", deployment.container, check=False)
-        running.kill()
+        vm.remove()
 
 
-def test_gcloud_is_driven_as_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def renewed(certs: Path, host: str) -> Issued:
+    """A new cluster certificate for `host` from the same CA."""
+    ca = Issued(
+        x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes()),
+        serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None),  # type: ignore[arg-type]
+    )
+    return issue("dask-tls cluster", ca, names=(host,))
+
+
+@pytest.mark.container
+@AS_ROOT
+def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
+    image: str, tmp_path: Path, vm_env: dict[str, str]
+) -> None:
+    """The scheduler unit's and two worker units' ExecStartPre and ExecStart, run as containers on
+    one Docker network where the scheduler answers to its internal DNS name: a client holding
+    `certs new --name <that name>` material computes on both worker containers. Then each unit's
+    ExecReload puts renewed material in place under its running container, which stays up."""
+
+    def hostname_after_a_while(_: int) -> str:  # nested: sent by value, as cloudpickle does
+        time.sleep(0.05)
+        return socket.gethostname()
+
+    cluster = Deployment(project=PROJECT, image=image, source_ranges=(), worker_vms=2,
+                         sizing={"NUM_WORKERS": "1"})  # fmt: skip
+    certs = tmp_path / "certs"
+    assert main(["certs", "new", "--out", str(certs), "--name", cluster.scheduler_host]) == 0
+    serve(certs)
+    scheduler = RehearsedVM(on_vm(cluster, tmp_path, "scheduler"), "scheduler")
+    workers = [RehearsedVM(on_vm(cluster, tmp_path, f"worker-{i}"), "worker") for i in (1, 2)]
+    network = f"dask-tls-test-{os.getpid()}-gce-network"
+    docker("network", "create", network)
+    try:
+        for vm in (scheduler, *workers):
+            vm.boot(vm_env, network)
+        assert f"-w -A {ephemeral_ports_rule()}" in iptables_calls(tmp_path)
+        hostnames = {
+            docker("inspect", "-f", "{{.Config.Hostname}}", vm.deployment.container).stdout.strip()
+            for vm in workers
+        }
+        with scheduler.client(certs) as client:
+            client.wait_for_workers(2, timeout=120)
+            tasks = client.map(hostname_after_a_while, range(40), pure=False)
+            assert set(client.gather(tasks)) == hostnames
+
+            new = renewed(certs, cluster.scheduler_host)
+            FakeGoogle.secrets |= {
+                "dask-cluster-cert": new.cert_pem,
+                "dask-cluster-key": new.key_pem,
+            }
+            for vm in (scheduler, *workers):
+                vm.reload(vm_env)
+                assert base64.b64decode(vm.file("/run/secrets/dask-tls/cert")) == new.cert_pem
+                assert vm.running()
+            assert client.submit(sum, [40, 2]).result(timeout=30) == 42
+        for vm in (*workers, scheduler):
+            assert vm.stop() == 0, vm.log.read_text()
+    finally:
+        for vm in (scheduler, *workers):
+            vm.remove()
+        docker("network", "rm", network, check=False)
+
+
+def only(commands: list[list[str]], *words: str) -> list[str]:
+    """The one command that starts `gcloud <words>`."""
+    [found] = [c for c in commands if c[1 : 1 + len(words)] == list(words)]
+    return found
+
+
+def test_gcloud_is_driven_as_printed(tmp_path: Path, drive: Drive) -> None:
     """--apply runs exactly the printed commands (a stand-in gcloud records them): secrets from
     files, never a PEM on a command line; a firewall rule for the tag and the given ranges only."""
-    log = tmp_path / "gcloud.log"
-    fake = tmp_path / "bin" / "gcloud"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    user_data_file = tmp_path / "ud.yaml"
     args = ["gce", "--project", "p1", "--image", "img:1", "--source-range", "198.51.100.0/24",
-            "--out", str(tmp_path / "ud.yaml"), "--certs", "certs"]  # fmt: skip
-    assert main([*args, "--apply"]) == 0
-    calls = log.read_text().splitlines()
+            "--out", str(user_data_file), "--certs", "certs"]  # fmt: skip
+    calls = drive(args)
     assert len(calls) == 9
-    [firewall] = [c for c in calls if c.startswith("compute firewall-rules create")]
-    assert "--source-ranges 198.51.100.0/24" in firewall and "--target-tags dask-server" in firewall
-    [vm] = [c for c in calls if c.startswith("compute instances create ")]
-    assert "--image-family cos-stable" in vm and f"user-data={tmp_path / 'ud.yaml'}" in vm
-    assert all("BEGIN" not in c for c in calls)
-    assert sum("--data-file certs/" in c for c in calls) == 3
+    firewall = only(calls, "compute", "firewall-rules", "create")
+    assert {("--source-ranges", "198.51.100.0/24"), ("--target-tags", "dask-server")} <= pairs(
+        firewall
+    )
+    vm = pairs(only(calls, "compute", "instances", "create"))
+    assert ("--image-family", "cos-stable") in vm
+    assert ("--metadata-from-file", f"user-data={user_data_file}") in vm
+    assert all("BEGIN" not in arg for c in calls for arg in c)
+    files = [p for c in calls for p in pairs(c) if p[0] == "--data-file"]
+    assert files == [
+        ("--data-file", f"certs/{f}") for f in ("cluster.pem", "cluster-key.pem", "ca.pem")
+    ]
+
+
+def cluster_args(tmp_path: Path, certs: Path, *more: str) -> list[str]:
+    return [*CLUSTER, "--certs", str(certs), "--out", str(tmp_path / "ud.yaml"), *more]
+
+
+def test_cluster_of_vms_is_driven_as_printed(
+    tmp_path: Path, drive: Drive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--worker-vms 3: a scheduler VM and a group of 3 worker VMs on COS, no external IP; one
+    firewall rule opens TCP between the cluster's tagged VMs only, one 8786/8787 from the client
+    ranges to the scheduler only. --resize and --delete are driven as printed too, and the delete
+    removes each thing the create made."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    created = drive(cluster_args(tmp_path, certs, "--worker-vms", "3"))
+    rules = {c[4]: pairs(c) for c in created if c[1:4] == ["compute", "firewall-rules", "create"]}
+    assert set(rules) == {"dask-cluster-internal", "dask-cluster-clients"}
+    assert {("--allow", "tcp"), ("--source-tags", "dask-cluster"),
+            ("--target-tags", "dask-cluster")} <= rules["dask-cluster-internal"]  # fmt: skip
+    assert not any(flag == "--source-ranges" for flag, _ in rules["dask-cluster-internal"])
+    assert {
+        ("--allow", "tcp:8786,tcp:8787"),
+        ("--source-ranges", "198.51.100.0/24"),
+        ("--target-tags", "dask-cluster-scheduler"),
+    } <= rules["dask-cluster-clients"]
+    scheduler = only(created, "compute", "instances", "create")
+    template = only(created, "compute", "instance-templates", "create")
+    group = only(created, "compute", "instance-groups", "managed", "create")
+    assert ("--tags", "dask-cluster,dask-cluster-scheduler") in pairs(scheduler)
+    assert ("--tags", "dask-cluster") in pairs(template)
+    for vm, role in ((scheduler, "scheduler"), (template, "worker")):
+        user_data_file = tmp_path / f"ud-{role}.yaml"
+        assert f"DASK_ROLE={role}" in user_data_file.read_text() and "--no-address" in vm
+        assert ("--metadata-from-file", f"user-data={user_data_file}") in pairs(vm)
+        assert ("--image-family", "cos-stable") in pairs(vm)
+    assert {("--size", "3"), ("--template", template[4])} <= pairs(group)
+    assert all("BEGIN" not in arg for c in created for arg in c)
+
+    assert main(cluster_args(tmp_path, certs, "--worker-vms", "3", "--external-ip")) == 0
+    assert "--no-address" not in capsys.readouterr().out
+
+    resize = drive(["gce", "--project", PROJECT, "--resize", "5"])
+    assert resize == [["gcloud", "compute", "instance-groups", "managed", "resize", group[5],
+                       "--project", PROJECT, "--zone", "us-central1-a", "--size", "5"]]  # fmt: skip
+    deleted = drive(["gce", "--project", PROJECT, "--delete"])
+    assert things(deleted, "delete") == things(created, "create")
+    kinds = [c[2] for c in deleted]  # a group's template can go only after the group
+    assert kinds.index("instance-groups") < kinds.index("instance-templates")
+
+
+def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
+    """(kind..., name) of what `commands` create or delete; a service account by its ID."""
+    found = set()
+    for command in commands:
+        if action in command:
+            at = command.index(action)
+            names = itertools.takewhile(lambda arg: not arg.startswith("--"), command[at + 1 :])
+            found |= {(*command[1:at], name.split("@")[0]) for name in names}
+    return found
+
+
+@pytest.mark.parametrize("apply", [False, True])
+def test_cluster_certificate_must_name_the_scheduler(
+    tmp_path: Path, gcloud_calls: Path, capsys: pytest.CaptureFixture[str], apply: bool
+) -> None:
+    """A cluster.pem that does not name the scheduler's internal DNS name is refused in one line
+    that gives the `certs new` to run; nothing is written, gcloud never runs."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=("scheduler", "10.0.0.2"))
+    args = cluster_args(tmp_path, certs, "--worker-vms", "2", *(["--apply"] if apply else []))
+    assert main(args) == 78
+    out = capsys.readouterr()
+    assert out.out == "" and len(out.err.strip().splitlines()) == 1
+    assert f"does not name {SCHEDULER_HOST}" in out.err
+    assert f"certs new --out {certs} --name {SCHEDULER_HOST}" in out.err
+    assert not gcloud_calls.exists() and list(tmp_path.glob("ud*")) == []
+
+
+def test_cluster_without_certificates_says_which_to_make(
+    tmp_path: Path, gcloud_calls: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no cluster.pem yet the commands are printed with the `certs new` that fits them;
+    --apply refuses in one line, before gcloud runs."""
+    args = cluster_args(tmp_path, tmp_path / "none", "--worker-vms", "2")
+    assert main(args) == 0
+    assert f"certs new --out {tmp_path / 'none'} --name {SCHEDULER_HOST}" in capsys.readouterr().err
+    assert main([*args, "--apply"]) == 78
+    out = capsys.readouterr()
+    assert len(out.err.strip().splitlines()) == 1 and not gcloud_calls.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--name", "Dask_1"],
+        ["--name", "dask"],
+        ["--project", "My Project", "--worker-vms", "1"],
+        ["--source-range", "everywhere"],
+    ],
+)
+def test_options_gcloud_would_refuse_are_refused_first(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --name that cannot be a service account ID, a --project that is not a project ID (for a
+    cluster, whose DNS name holds it), a --source-range that is no range: one line naming the
+    option, exit 78."""
+    assert main([*CLUSTER, *args]) == 78
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(args[0] + ":")
 
 
 def test_legacy_path_is_marked_deprecated(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,123 @@
+"""The gcloud commands around the VMs `gce` renders: one VM, or a scheduler VM and a managed
+instance group of worker VMs, and the commands that resize and delete such a cluster."""
+
+from __future__ import annotations
+
+from entrypoint.gce import Deployment
+
+COS = ["--image-family", "cos-stable", "--image-project", "cos-cloud"]
+FILES = {"cert": "cluster.pem", "key": "cluster-key.pem", "ca": "ca.pem"}  # what `certs new` wrote
+Command = list[str]
+
+
+def single_vm(d: Deployment, user_data_file: str, certs: str) -> list[Command]:
+    """Secrets, a service account that may read them, the firewall rule, the VM."""
+    return [
+        *_secrets(d, certs),
+        ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-tls", *_project(d),
+         "--direction", "INGRESS", "--allow", _dask_ports(d), "--target-tags", d.tag,
+         "--source-ranges", ",".join(d.source_ranges)],
+        ["gcloud", "compute", "instances", "create", d.name, *_project(d), "--zone", d.zone,
+         "--machine-type", d.machine_type, *COS,
+         "--tags", d.tag, "--service-account", d.service_account, "--scopes", "cloud-platform",
+         "--metadata-from-file", f"user-data={user_data_file}"],
+    ]  # fmt: skip
+
+
+def cluster(
+    d: Deployment, scheduler_user_data: str, worker_user_data: str, certs: str
+) -> list[Command]:
+    """Secrets and their reader; two firewall rules by tag: every TCP port between the cluster's
+    VMs (the workers' and nannies' ports are random) and 8786/8787 from the client ranges to the
+    scheduler only; the scheduler VM; the workers' instance template and managed group."""
+    vm = [*COS, "--network", d.network, "--service-account", d.service_account,
+          "--scopes", "cloud-platform", *([] if d.external_ip else ["--no-address"])]  # fmt: skip
+    return [
+        *_secrets(d, certs),
+        ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-internal", *_project(d),
+         "--network", d.network, "--direction", "INGRESS", "--allow", "tcp",
+         "--source-tags", d.tag, "--target-tags", d.tag],
+        ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-clients", *_project(d),
+         "--network", d.network, "--direction", "INGRESS", "--allow", _dask_ports(d),
+         "--source-ranges", ",".join(d.source_ranges), "--target-tags", _scheduler_tag(d)],
+        ["gcloud", "compute", "instances", "create", d.scheduler_vm, *_project(d),
+         "--zone", d.zone, "--machine-type", d.machine_type, *vm,
+         "--tags", f"{d.tag},{_scheduler_tag(d)}",
+         "--metadata-from-file", f"user-data={scheduler_user_data}"],
+        ["gcloud", "compute", "instance-templates", "create", _template(d), *_project(d),
+         "--machine-type", d.worker_machine_type or d.machine_type, *vm, "--tags", d.tag,
+         "--metadata-from-file", f"user-data={worker_user_data}"],
+        ["gcloud", "compute", "instance-groups", "managed", "create", _group(d), *_project(d),
+         "--zone", d.zone, "--template", _template(d), "--size", str(d.worker_vms),
+         "--base-instance-name", f"{d.name}-worker"],
+    ]  # fmt: skip
+
+
+def resize(d: Deployment, worker_vms: int) -> list[Command]:
+    return [
+        ["gcloud", "compute", "instance-groups", "managed", "resize", _group(d), *_project(d),
+         "--zone", d.zone, "--size", str(worker_vms)],
+    ]  # fmt: skip
+
+
+def delete(d: Deployment) -> list[Command]:
+    """Everything `cluster` created, last first. --quiet: gcloud asks nothing."""
+    quiet = [*_project(d), "--quiet"]
+    return [
+        ["gcloud", "compute", "instance-groups", "managed", "delete", _group(d), *quiet,
+         "--zone", d.zone],
+        ["gcloud", "compute", "instance-templates", "delete", _template(d), *quiet],
+        ["gcloud", "compute", "instances", "delete", d.scheduler_vm, *quiet, "--zone", d.zone],
+        ["gcloud", "compute", "firewall-rules", "delete", f"{d.name}-internal",
+         f"{d.name}-clients", *quiet],
+        *(["gcloud", "secrets", "delete", secret, *quiet] for secret in d.secrets.values()),
+        ["gcloud", "iam", "service-accounts", "delete", d.service_account, *quiet],
+    ]  # fmt: skip
+
+
+def legacy_command(d: Deployment, env_file: str) -> Command:
+    """DEPRECATED: the container agent behind this stopped working on 2026-07-31. The env file
+    carries single-line base64 PEMs (the only form --container-env-file keeps intact); they end up
+    in instance metadata, readable from inside the VM."""
+    return [
+        "gcloud", "compute", "instances", "create-with-container", d.name, "--project", d.project,
+        "--zone", d.zone, "--machine-type", d.machine_type, "--tags", d.tag,
+        "--container-image", d.image, "--container-env-file", env_file,
+        "--container-restart-policy", "always", "--container-mount-tmpfs", "mount-path=/tmp",
+    ]  # fmt: skip
+
+
+def _secrets(d: Deployment, certs: str) -> list[Command]:
+    """A service account, the secrets made from the files (never a PEM on a command line) and
+    the account's right to read them."""
+    commands = [["gcloud", "iam", "service-accounts", "create", d.name, *_project(d)]]
+    for part, secret in d.secrets.items():
+        commands += [
+            ["gcloud", "secrets", "create", secret, *_project(d), "--replication-policy",
+             "automatic", "--data-file", f"{certs}/{FILES[part]}"],
+            ["gcloud", "secrets", "add-iam-policy-binding", secret, *_project(d),
+             "--member", f"serviceAccount:{d.service_account}",
+             "--role", "roles/secretmanager.secretAccessor"],
+        ]  # fmt: skip
+    return commands
+
+
+def _dask_ports(d: Deployment) -> str:
+    """The scheduler's and the dashboard's ports on the VM."""
+    return f"tcp:{d.ports[0]},tcp:{d.ports[1]}"
+
+
+def _project(d: Deployment) -> Command:
+    return ["--project", d.project]
+
+
+def _scheduler_tag(d: Deployment) -> str:
+    return f"{d.tag}-scheduler"
+
+
+def _template(d: Deployment) -> str:
+    return f"{d.name}-worker"
+
+
+def _group(d: Deployment) -> str:
+    return f"{d.name}-workers"
