@@ -58,12 +58,15 @@ def issue(
     issuer: Issued | None = None,
     *,
     ca: bool = False,
+    client_only: bool = False,
     key: CertificateIssuerPrivateKeyTypes | None = None,
     days: float = 90,
     not_before: datetime | None = None,
     names: tuple[str, ...] = DEFAULT_NAMES,
 ) -> Issued:
-    """A certificate for `common_name`, signed by `issuer` (self-signed when None)."""
+    """A certificate for `common_name`, signed by `issuer` (self-signed when None), in RFC 5280's
+    profile: key identifiers, a critical keyUsage; a CA signs certificates and CRLs, a leaf serves
+    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects."""
     key = key or new_key()
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -76,13 +79,18 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_identifier(issuer, key), critical=False)
+        .add_extension(_key_usage(ca, key), critical=True)
     )
     if names:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(_general_names(names)), critical=False
         )
     if not ca:
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if not client_only:
+            usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     signer = issuer.key if issuer else key
     # Ed25519/Ed448 sign without a separate hash
@@ -92,6 +100,31 @@ def issue(
         else hashes.SHA256()
     )
     return Issued(builder.sign(signer, digest), key)
+
+
+def _authority_key_identifier(
+    issuer: Issued | None, key: CertificateIssuerPrivateKeyTypes
+) -> x509.AuthorityKeyIdentifier:
+    """The issuer's subject key identifier. RFC 5280 lets a self-signed CA omit it; ours names
+    its own key, as `openssl req -x509` does, which helps chain building and costs nothing."""
+    if issuer is None:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+    try:
+        ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:  # a CA from before key identifiers: derive it the same way
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _key_usage(ca: bool, key: CertificateIssuerPrivateKeyTypes) -> x509.KeyUsage:
+    """A CA: keyCertSign and cRLSign only. A leaf: digitalSignature (TLS 1.3 and ECDHE sign), and
+    for RSA keyEncipherment, which TLS 1.2's RSA key exchange needs should a peer still use it."""
+    leaf_rsa = not ca and isinstance(key, rsa.RSAPrivateKey)
+    return x509.KeyUsage(
+        digital_signature=not ca, content_commitment=False, key_encipherment=leaf_rsa,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
 
 
 def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
@@ -127,7 +160,10 @@ def new_cluster(
         raise ValueError(f"client names {sorted(reserved)} are taken by the CA and the cluster")
     ca = issue(f"dask-tls CA {directory.resolve().name}", ca=True, key=new_key(kind), days=days)
     cluster = issue("dask-tls cluster", ca, key=new_key(kind), days=days, names=names)
-    issued = {name: issue(name, ca, key=new_key(kind), days=days, names=()) for name in clients}
+    issued = {
+        name: issue(name, ca, client_only=True, key=new_key(kind), days=days, names=())
+        for name in clients
+    }
     files: dict[str, tuple[bytes, int]] = {
         "ca.pem": (ca.cert_pem, 0o644),
         "ca-key.pem": (ca.key_pem, 0o600),
