@@ -58,10 +58,12 @@ RUN set -eux; \
     /opt/venv/bin/python -c "import entrypoint.__main__, entrypoint.health, distributed, bokeh, cryptography"; \
     if [ -d /opt/venv/lib/python3.11/site-packages/pandas ]; then /opt/venv/bin/python -c "import pandas, pyarrow, lz4, dask.dataframe"; fi
 # DASK_TEMPORARY_DIRECTORY: where workers spill, a volume of its own (on disk, also under --read-only)
+# IN_DASK_TLS_IMAGE: the tools (certs new/renew) see the user's files only under the mounted folder
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DASK_TEMPORARY_DIRECTORY=/scratch
+    DASK_TEMPORARY_DIRECTORY=/scratch \
+    IN_DASK_TLS_IMAGE=1
 VOLUME /scratch
 WORKDIR /opt/app
 USER 10001:10001

@@ -49,7 +49,7 @@ Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
   DASK_ROLE           all (default), scheduler, or worker (with DASK_SCHEDULER_ADDRESS=tls://HOST:8786)
 Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
 NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key).
-Tools (docker run --rm IMAGE COMMAND --help): certs new|inspect, client-config, gce."""
+Tools (docker run --rm IMAGE COMMAND --help): certs new|renew|inspect, client-config, gce."""
 TOOLS = {"certs", "client-config", "gce"}
 
 log = logging.getLogger("entrypoint")

@@ -1,7 +1,8 @@
 """Throwaway certificates made with `cryptography`: a CA of its own for one cluster, the cluster's
 certificate (server and client at once, as the workers need) and a client certificate.
 
-`python -m entrypoint certs new|inspect` is the command line (see `cli`); tests issue theirs here.
+`python -m entrypoint certs new|renew|inspect` is the command line (see `certs_tool`); tests issue
+theirs here.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from pathlib import Path
 from typing import cast
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from entrypoint.tls import is_ca, same_key
+from entrypoint.errors import ToolError
+from entrypoint.tls import TLS_KEY_TYPES, is_ca, same_key
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
+NEW_CA = "`certs new --out ANOTHER` makes a new CA (then every certificate changes)"
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,15 @@ def issue(
     issuer: Issued | None = None,
     *,
     ca: bool = False,
+    client_only: bool = False,
     key: CertificateIssuerPrivateKeyTypes | None = None,
     days: float = 90,
     not_before: datetime | None = None,
     names: tuple[str, ...] = DEFAULT_NAMES,
 ) -> Issued:
-    """A certificate for `common_name`, signed by `issuer` (self-signed when None)."""
+    """A certificate for `common_name`, signed by `issuer` (self-signed when None), in RFC 5280's
+    profile: key identifiers, a critical keyUsage; a CA signs certificates and CRLs, a leaf serves
+    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects."""
     key = key or new_key()
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -76,13 +83,18 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_identifier(issuer, key), critical=False)
+        .add_extension(_key_usage(ca, key), critical=True)
     )
     if names:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(_general_names(names)), critical=False
         )
     if not ca:
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if not client_only:
+            usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     signer = issuer.key if issuer else key
     # Ed25519/Ed448 sign without a separate hash
@@ -92,6 +104,31 @@ def issue(
         else hashes.SHA256()
     )
     return Issued(builder.sign(signer, digest), key)
+
+
+def _authority_key_identifier(
+    issuer: Issued | None, key: CertificateIssuerPrivateKeyTypes
+) -> x509.AuthorityKeyIdentifier:
+    """The issuer's subject key identifier. RFC 5280 lets a self-signed CA omit it; ours names
+    its own key, as `openssl req -x509` does, which helps chain building and costs nothing."""
+    if issuer is None:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+    try:
+        ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:  # a CA from before key identifiers: derive it the same way
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _key_usage(ca: bool, key: CertificateIssuerPrivateKeyTypes) -> x509.KeyUsage:
+    """A CA: keyCertSign and cRLSign only. A leaf: digitalSignature (TLS 1.3 and ECDHE sign), and
+    for RSA keyEncipherment, which TLS 1.2's RSA key exchange needs should a peer still use it."""
+    leaf_rsa = not ca and isinstance(key, rsa.RSAPrivateKey)
+    return x509.KeyUsage(
+        digital_signature=not ca, content_commitment=False, key_encipherment=leaf_rsa,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
 
 
 def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
@@ -106,12 +143,15 @@ def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
 
 @dataclass(frozen=True)
 class ClusterSet:
-    """What `certs new` issued; `written` lists every file, keys 0600."""
+    """What `certs new` or `certs renew` issued; `written` lists every file written, keys 0600."""
 
     ca: Issued
     cluster: Issued
     clients: dict[str, Issued]
     written: list[Path]
+
+
+Files = dict[str, tuple[bytes, int]]  # name in the folder -> (content, mode)
 
 
 def new_cluster(
@@ -123,28 +163,131 @@ def new_cluster(
 ) -> ClusterSet:
     """A CA for this one cluster, the cluster's certificate (for `names`), one certificate per
     client, and the forms users paste: a base64 env file and the files for a mounted secret."""
-    if reserved := {"ca", "cluster"} & set(clients):
-        raise ValueError(f"client names {sorted(reserved)} are taken by the CA and the cluster")
     ca = issue(f"dask-tls CA {directory.resolve().name}", ca=True, key=new_key(kind), days=days)
+    return _issue_from(ca, _ca_files(ca), directory, names, clients, kind, days)
+
+
+def renew_cluster(
+    directory: Path,
+    names: tuple[str, ...] | None = None,
+    clients: tuple[str, ...] = (),
+    days: float = 365,
+) -> ClusterSet:
+    """A new cluster certificate and key (the current one's names unless `names`, its key type)
+    and new certificates for `clients`, from the CA in `directory` that `certs new` made. The
+    CA's files stay as they are; the validity ends with the CA's at the latest."""
+    ca = load_ca(directory)
+    current = _certificate_or_none(directory / "cluster.pem")
+    names = names or (names_of(current) if current else ())
+    if not names:
+        raise ToolError(f"{directory / 'cluster.pem'}: no names to renew it for; give --name")
+    ca_days_left = (ca.cert.not_valid_after_utc - datetime.now(UTC)).total_seconds() / 86400
+    if ca_days_left <= 0:
+        expired = f"{ca.cert.not_valid_after_utc:%Y-%m-%d}"
+        raise ToolError(f"{directory / 'ca.pem'}: the CA expired on {expired}; {NEW_CA}")
+    kind = _kind_of(current or ca.cert)
+    return _issue_from(ca, {}, directory, names, clients, kind, min(days, ca_days_left))
+
+
+def _issue_from(
+    ca: Issued,
+    files: Files,
+    directory: Path,
+    names: tuple[str, ...],
+    clients: tuple[str, ...],
+    kind: str,
+    days: float,
+) -> ClusterSet:
     cluster = issue("dask-tls cluster", ca, key=new_key(kind), days=days, names=names)
-    issued = {name: issue(name, ca, key=new_key(kind), days=days, names=()) for name in clients}
-    files: dict[str, tuple[bytes, int]] = {
+    files = {**files, **_cluster_files(cluster, ca)}
+    issued = {}
+    for name in clients:
+        issued[name] = issue(name, ca, client_only=True, key=new_key(kind), days=days, names=())
+        files.update(_client_files(name, issued[name], ca))
+    written = [write_file(directory / name, *content) for name, content in files.items()]
+    return ClusterSet(ca, cluster, issued, written)
+
+
+def _ca_files(ca: Issued) -> Files:
+    return {
         "ca.pem": (ca.cert_pem, 0o644),
         "ca-key.pem": (ca.key_pem, 0o600),
+        "secrets/ca.pem": (ca.cert_pem, 0o600),
+    }
+
+
+def _cluster_files(cluster: Issued, ca: Issued) -> Files:
+    return {
         "cluster.pem": (cluster.cert_pem, 0o644),
         "cluster-key.pem": (cluster.key_pem, 0o600),
         "cluster.env": (env_file(cluster, ca), 0o600),
         "secrets/cert.pem": (cluster.cert_pem, 0o600),
         "secrets/key.pem": (cluster.key_pem, 0o600),
-        "secrets/ca.pem": (ca.cert_pem, 0o600),
     }
-    for name, client in issued.items():
-        files[f"{name}.pem"] = (client.cert_pem, 0o644)
-        files[f"{name}-key.pem"] = (client.key_pem, 0o600)
-        files[f"{name}.p12"] = (browser_bundle(name, client, ca), 0o600)
-    return ClusterSet(
-        ca, cluster, issued, [write_file(directory / n, *f) for n, f in files.items()]
-    )
+
+
+def _client_files(name: str, client: Issued, ca: Issued) -> Files:
+    return {
+        f"{name}.pem": (client.cert_pem, 0o644),
+        f"{name}-key.pem": (client.key_pem, 0o600),
+        f"{name}.p12": (browser_bundle(name, client, ca), 0o600),
+    }
+
+
+def load_ca(directory: Path) -> Issued:
+    """The CA `certs new` wrote into `directory`: ca.pem and the clear ca-key.pem."""
+    if not directory.is_dir():
+        raise ToolError(f"{directory}: no such folder; give the folder `certs new` wrote")
+    cert_path, key_path = directory / "ca.pem", directory / "ca-key.pem"
+    cert = _certificate_or_none(cert_path)
+    if cert is None or not is_ca(cert):
+        raise ToolError(f"{cert_path}: no CA certificate there; give the folder `certs new` wrote")
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ToolError(
+            f"{key_path}: not found; renewing needs the CA's key that `certs new` wrote beside "
+            "ca.pem (copy it back from where you keep it offline)"
+        ) from None
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        raise ToolError(
+            f"{key_path}: not a clear PEM private key, as `certs new` wrote it"
+        ) from None
+    if not isinstance(key, TLS_KEY_TYPES) or not same_key(key, cert):
+        raise ToolError(f"{key_path}: is not the key of {cert_path}")
+    return Issued(cert, key)
+
+
+def _certificate_or_none(path: Path) -> x509.Certificate | None:
+    try:
+        certificates = _certificates_in(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return certificates[0] if certificates else None
+
+
+def names_of(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    found = names.get_values_for_type(x509.DNSName) + names.get_values_for_type(x509.IPAddress)
+    return tuple(str(name) for name in found)
+
+
+def strict_ca(cert: x509.Certificate) -> bool:
+    """Does the CA carry what strict verifiers (openssl -x509_strict, Python 3.13) require of a
+    CA: a subject key identifier and keyUsage? `certs new` before both existed made CAs without."""
+    extensions = {type(extension.value) for extension in cert.extensions}
+    return {x509.SubjectKeyIdentifier, x509.KeyUsage} <= extensions
+
+
+def _kind_of(cert: x509.Certificate) -> str:
+    """The `new_key` kind of the certificate's key: renewing keeps RSA or ECDSA."""
+    public_key = cert.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa{public_key.key_size}"
+    return "ed25519" if isinstance(public_key, ed25519.Ed25519PublicKey) else "ec"
 
 
 def env_file(cluster: Issued, ca: Issued) -> bytes:
@@ -170,27 +313,41 @@ def browser_bundle(name: str, client: Issued, ca: Issued) -> bytes:
 
 
 def write_file(path: Path, data: bytes, mode: int) -> Path:
-    """Write `path` afresh with `mode` from the start (never a moment world-readable)."""
+    """Replace `path` with `data`, in a file made with `mode` from the start (never a moment
+    world-readable) and renamed over the old one: a container reading the folder sees the old file
+    or the new one, never none or half of one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
+    temporary = path.with_name(f".{path.name}.new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
 
 
-def describe(path: Path) -> list[str]:
-    """One line per PEM block in `path`: what it is, who issued it, when it expires."""
-    data = path.read_bytes()
+def describe(path: Path, data: bytes) -> list[str]:
+    """One line per PEM block in `data`, read from `path`: what it is, who issued it, when it
+    expires."""
     lines = [f"{path}: {_describe_certificate(c)}" for c in _certificates_in(data)]
     if b"PRIVATE KEY-----" in data:
         lines.append(f"{path}: {_describe_key(data)}")
     return lines or [f"{path}: no PEM certificate or private key"]
 
 
-def key_matches(key_path: Path, cert_path: Path) -> bool:
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    return same_key(key, x509.load_pem_x509_certificates(cert_path.read_bytes())[0])
+def key_matches(key_pem: bytes, cert_pem: bytes) -> bool | None:
+    """Whether the key is the first certificate's; None when that cannot be told: the key is
+    encrypted or unreadable, or there is no readable certificate."""
+    certificates = _certificates_in(cert_pem)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return None
+    return same_key(key, certificates[0]) if certificates else None
 
 
 def names_in(cert_pem: bytes) -> list[str]:
@@ -227,7 +384,7 @@ def _describe_key(data: bytes) -> str:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         return "encrypted private key (needs its passphrase)"
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         return "unreadable private key"
     size = getattr(key, "key_size", None)
     return f"private key, {type(key).__name__}{f' {size} bits' if size else ''}"

@@ -1,4 +1,5 @@
-"""Exit codes and the one error type every start-up failure is reported under."""
+"""Exit codes, the one error type every start-up failure is reported under, and the one the
+operator tools report user errors under."""
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -19,3 +20,10 @@ class ConfigError(StartupError):
     def __init__(self, variable: str, problem: str, fix: str) -> None:
         super().__init__(f"{variable}: {problem}; {fix}")
         self.variable = variable
+
+
+class ToolError(Exception):
+    """An operator tool (`certs`, ...) was asked for something it cannot do: the message is one
+    line naming what is wrong and how to fix it; `cli.main` prints it, never a traceback."""
+
+    exit_code = EXIT_FAILURE

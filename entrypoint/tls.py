@@ -11,6 +11,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from entrypoint.errors import ConfigError
 from entrypoint.settings import CA_VAR, CERT_VAR, EXPIRY_WARNING, KEY_VAR, PASSPHRASE_VAR, Pems
@@ -22,6 +23,10 @@ TLS_KEY_TYPES = (
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 )
+CLUSTER_PURPOSES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+}
 log = logging.getLogger("entrypoint")
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -50,6 +55,7 @@ def check(pems: Pems, now: datetime) -> Material:
             "pass the key that was generated together with that certificate",
         )
     _check_validity(leaf, now)
+    _check_purposes(leaf)
     if pems.ca_pem is None:
         _check_self_signed(leaf)
         authorities = [leaf]
@@ -166,6 +172,22 @@ def _check_validity(leaf: x509.Certificate, now: datetime) -> None:
             "%s: the certificate expires on %s UTC, in %d days: issue a new one soon",
             CERT_VAR, f"{expires:%Y-%m-%d %H:%M}", (expires - now).days,
         )  # fmt: skip
+
+
+def _check_purposes(leaf: x509.Certificate) -> None:
+    """The scheduler, nannies and workers serve the certificate and present it to each other: an
+    extendedKeyUsage, where there is one, must allow both (a client's from `certs new` does not)."""
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    missing = [name for oid, name in CLUSTER_PURPOSES.items() if oid not in usages]
+    if missing:
+        raise ConfigError(
+            CERT_VAR,
+            f"its extendedKeyUsage lacks {' and '.join(missing)}, which the cluster needs",
+            "pass the cluster's certificate (cluster.pem from certs new), not a client's",
+        )
 
 
 def _check_self_signed(leaf: x509.Certificate) -> None:

@@ -136,6 +136,11 @@ BAD_INPUTS = [
         f"{CERT}: the certificate is not valid before",
     ),
     BadInput(
+        "cert-of-a-client",
+        derived(lambda m: {CERT: m.client.cert_pem.decode(), KEY: m.client.key_pem.decode()}),
+        f"{CERT}: its extendedKeyUsage lacks serverAuth, which the cluster needs",
+    ),
+    BadInput(
         "cert-of-another-ca",
         derived(lambda m: {CERT: m.intruder.cert_pem.decode(), KEY: m.intruder.key_pem.decode()}),
         f"{CERT}: the certificate was not issued by the CA",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from distributed.security import Security
 
 from entrypoint.certs import Issued, issue, new_key
@@ -25,9 +29,9 @@ class ClusterMaterial:
         return cls(
             ca=ca,
             cluster=issue("cluster", ca),
-            client=issue("client", ca),
+            client=issue("client", ca, client_only=True, names=()),
             intruder=issue("intruder", other_ca),
-            seed=issue("seed", ca=True, key=new_key("rsa2048"), names=()),
+            seed=blogs_certificate("seed"),
         )
 
     def ca_env(self) -> dict[str, str]:
@@ -50,6 +54,30 @@ class ClusterMaterial:
             body = "".join(issued.key_pem.decode().splitlines()[1:-1])
             fragments += [body[i : i + 24] for i in range(0, len(body) - 24, 48)]
         return fragments
+
+
+def blogs_certificate(common_name: str) -> Issued:
+    """What the blog's `openssl req -newkey rsa:2048 -new -nodes -x509` makes with Debian's
+    openssl.cnf (v3_ca): self-signed, CA:TRUE, key identifiers, no keyUsage, no extendedKeyUsage;
+    its users take it as CA, server and client certificate at once."""
+    key = new_key("rsa2048")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=3650))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    return Issued(builder.sign(key, hashes.SHA256()), key)
 
 
 def write_pem_files(directory: Path, **pems: bytes) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 import subprocess
 import sys
@@ -9,14 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from entrypoint import settings, tls
+from entrypoint import certs_tool, settings, tls
 from entrypoint.cli import main
 from entrypoint.client import connect
-from tests.containers import Container
+from tests.containers import DOCKER, Container, docker
 
 ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +118,193 @@ def test_client_config_and_connect_reach_the_real_cluster(
             assert client.submit(sum, [1, 2]).result(timeout=30) == 3
     finally:
         container.remove()
+
+
+def refusal(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The one stderr line of a tool that refused `argv` with exit status 1, having printed
+    nothing else."""
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("dask-tls: "), err
+    return err.removeprefix("dask-tls: ").strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--days", "0"], "--days 0: give a number of days above 0"),
+        (["--days", "-1"], "--days -1: give a number of days above 0"),
+        (["--days", "inf"], "--days inf: give a number of days above 0, at most 36500"),
+        (["--client", "ca"], "--client ca: the ca's own files have that name"),
+        (["--client", "cluster"], "--client cluster: the cluster's own files have that name"),
+        (["--client", "../alice"], "--client '../alice': not usable as a file name"),
+        (["--client", "ca-key"], "--client 'ca-key': not usable as a file name"),
+        (["--name", ""], "--name '': not a host name or IP address"),
+        (["--name", "a b"], "--name 'a b': not a host name or IP address"),
+    ],
+)
+def test_certs_new_refuses_bad_arguments_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    """Each bad argument: one line naming it and what to give instead, exit 1, nothing written."""
+    out = tmp_path / "certs"
+    assert refusal(capsys, ["certs", "new", "--out", str(out), *args]).startswith(says)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "holds-a-ca"])
+def test_certs_new_refuses_an_unusable_out_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """An --out that is a file, lies under one, or holds a CA already is refused in one line; the
+    CA there is kept."""
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca-key.pem").write_text("a CA key")
+    out, says = {
+        "a-file": (tmp_path / "file", "is a file; give a folder"),
+        "under-a-file": (tmp_path / "file" / "certs", "cannot make it: Not a directory"),
+        "holds-a-ca": (tmp_path / "certs", "holds a CA already (ca-key.pem)"),
+    }[case]
+    assert refusal(capsys, ["certs", "new", "--out", str(out)]).startswith(f"--out {out}: {says}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ca-key.pem", "certs", "file"]
+    assert (tmp_path / "certs" / "ca-key.pem").read_text() == "a CA key"
+
+
+def test_inspect_describes_an_encrypted_key(
+    issued: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inspect on an encrypted key says what it is and that it cannot tell the match, exit 0."""
+    key = serialization.load_pem_private_key((issued / "alice-key.pem").read_bytes(), None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ))  # fmt: skip
+    assert main(["certs", "inspect", str(encrypted), str(issued / "alice.pem")]) == 0
+    out, err = capsys.readouterr()
+    assert f"{encrypted}: encrypted private key (needs its passphrase)" in out.splitlines()
+    assert f"cannot tell whether {encrypted} matches the certificate in {issued}/alice.pem" in out
+    assert err == ""
+
+
+def test_inspect_refuses_a_missing_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not there: one line naming it, exit 1."""
+    missing = tmp_path / "nothere.pem"
+    says = f"{missing}: cannot read it: No such file or directory"
+    assert refusal(capsys, ["certs", "inspect", str(missing)]) == says
+
+
+@pytest.fixture
+def in_image(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """As in the image: the variable its Dockerfile sets, the user's folder the working one."""
+    monkeypatch.setenv(certs_tool.IN_IMAGE_VAR, "1")
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    monkeypatch.chdir(mounted)
+    return mounted
+
+
+@pytest.mark.parametrize("action", [["new", "--out"], ["renew", "--certs"]])
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_in_the_image_a_folder_outside_the_mounted_one_is_refused(
+    in_image: Path, capsys: pytest.CaptureFixture[str], action: list[str], where: str
+) -> None:
+    """In the image, a folder outside the working directory would land in the container: one
+    line names it and the fix, nothing is written."""
+    outside = in_image.parent / "certs" if where == "absolute" else Path("../certs")
+    says = refusal(capsys, ["certs", *action, str(outside)])
+    assert says.startswith(f"{action[1]} {outside}: is outside the working directory {in_image}")
+    assert says.endswith('-v "$PWD:$PWD" -w "$PWD"') and not (in_image.parent / "certs").exists()
+
+
+def test_in_the_image_its_own_working_directory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run in the image with no folder mounted, certs new says to mount one."""
+    monkeypatch.setenv(certs_tool.IN_IMAGE_VAR, "1")
+    monkeypatch.chdir(certs_tool.APP_DIR)
+    says = refusal(capsys, ["certs", "new", "--out", "never-written"])
+    assert says.startswith("--out never-written: the working directory is the image's own")
+    assert not (certs_tool.APP_DIR / "never-written").exists()
+
+
+def test_paths_print_relative_to_the_working_directory(
+    in_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder under the working directory, even given absolute, prints as "$PWD/...": the
+    container's view of the path never shows."""
+    assert main(["certs", "new", "--out", str(in_image / "certs")]) == 0
+    out = capsys.readouterr().out
+    assert '-v "$PWD/certs/secrets":/run/secrets/dask-tls:ro' in out
+    assert '--env-file "$PWD/certs/cluster.env"' in out and str(in_image) not in out
+
+
+def readme_command(action: str, image: str) -> str:
+    """The README's `docker run ... certs ACTION` line, for `image` and this machine's client."""
+    section = README.read_text().split("## Certificates and clients", 1)[1].split("\n## ", 1)[0]
+    lines = section.replace("\\\n", " ").splitlines()
+    [line] = [line for line in lines if line.startswith("docker run") and f"certs {action}" in line]
+    return line.replace("docker run", f"{DOCKER} run", 1).replace("dask-tls:dev", image)
+
+
+def expanded(words: str, cwd: Path) -> list[str]:
+    """`words` as the user's shell in `cwd` expands them."""
+    result = subprocess.run(
+        ["bash", "-c", f"set -e; printf '%s\\0' {words}"], cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PWD": str(cwd)}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return result.stdout.split("\0")[:-1]
+
+
+@pytest.mark.container
+def test_certs_new_run_as_the_readme_shows_prints_paths_of_this_host(
+    image: str, tmp_path: Path
+) -> None:
+    """Run exactly as the README shows, certs new prints -e, --env-file, -v and client paths that
+    exist on the host once the user's shell expands them."""
+    result = subprocess.run(
+        ["bash", "-c", readme_command("new", image)], cwd=tmp_path,
+        env={**os.environ, "PWD": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    arguments = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
+    values = [word for line in arguments for word in expanded(line, tmp_path)]
+    pems = [v.split("=", 1)[1] for v in values if v.startswith("DASK_CLUSTER_") and "BEGIN" in v]
+    assert [pem.split("\n", 1)[0] for pem in pems] == ["-----BEGIN CERTIFICATE-----",
+        "-----BEGIN PRIVATE KEY-----", "-----BEGIN CERTIFICATE-----"]  # fmt: skip
+    mounted = [v.split(":", 1)[0] for v in values if v.endswith(":/run/secrets/dask-tls:ro")]
+    assert [sorted(p.name for p in Path(m).iterdir()) for m in mounted] == [
+        ["ca.pem", "cert.pem", "key.pem"]
+    ]
+    assert (Path(values[values.index("--env-file") + 1])).is_file()
+    quoted = re.findall(r'"\$PWD[^"]*"', result.stdout)
+    assert len(quoted) >= 13 and all(Path(expanded(q, tmp_path)[0]).exists() for q in quoted)
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("case", ["days", "not-writable"])
+def test_the_image_refuses_bad_arguments_in_one_line(image: str, tmp_path: Path, case: str) -> None:
+    """From the real image, a bad --days or an --out the user cannot write: one line on stderr,
+    exit 1, no traceback."""
+    mounted = tmp_path / "mounted"
+    (mounted / "read-only").mkdir(parents=True)
+    mounted.chmod(0o777)
+    (mounted / "read-only").chmod(0o555)
+    args, says = {
+        "days": (["--days", "-1"], "dask-tls: --days -1: give a number of days above 0"),
+        "not-writable": (
+            ["--out", "read-only"],
+            "dask-tls: --out read-only: not writable for uid 12345",
+        ),
+    }[case]
+    result = docker(
+        "run", "--rm", "-u", "12345", "-v", f"{mounted}:{mounted}", "-w", str(mounted), image,
+        "certs", "new", *args, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
+    assert list((mounted / "read-only").iterdir()) == []

@@ -1,0 +1,216 @@
+"""`certs new|renew|inspect`: the arguments checked, the files written through `certs`, and what
+to paste printed with paths that work in the user's shell.
+
+In the image the tools see the user's folder only where it is mounted. Run as the README shows
+(`-v "$PWD:$PWD" -w "$PWD"`), a path under the working directory is the same path on the host; the
+printout spells it `"$PWD/..."`, which the user's shell expands, so it holds for `-v "$PWD:/w"` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from entrypoint import certs
+from entrypoint.errors import ToolError
+
+# set in the image (Dockerfile): the files here are the container's, the user's only where mounted
+IN_IMAGE_VAR = "IN_DASK_TLS_IMAGE"
+APP_DIR = Path(__file__).resolve().parents[1]  # the image's WORKDIR: nothing of the user's
+MOUNT_HINT = (
+    'mount your folder at the same path: docker run --rm -u "$(id -u)" -v "$PWD:$PWD" -w "$PWD"'
+)
+MAX_DAYS = 36500
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+TAKEN = {"ca", "cluster"}  # client NAME writes NAME.pem and NAME-key.pem beside the CA's and ours
+
+
+def run_new(args: argparse.Namespace) -> int:
+    names = checked_names(args.name) or certs.DEFAULT_NAMES
+    clients = checked_clients(args.client or ["client"])
+    days = checked_days(args.days)
+    users_folder(args.out, "--out")
+    if args.out.exists() and not args.out.is_dir():
+        raise ToolError(f"--out {args.out}: is a file; give a folder (made if missing)")
+    if (args.out / "ca-key.pem").exists():
+        raise ToolError(
+            f"--out {args.out}: holds a CA already (ca-key.pem), which certs new would replace; "
+            "`certs renew` issues new certificates from it, or give another --out"
+        )
+    writable_folder(args.out, "--out")
+    kind = "rsa3072" if args.rsa else "ec"
+    made = written(lambda: certs.new_cluster(args.out, names, clients, kind, days))
+    out = args.out
+    print(f"wrote {len(made.written)} files to {shown(out)} (keys 0600) for {', '.join(names)}")
+    print("\ndocker run -e (reads the files as you paste it):")
+    for var, file in (("CERT", "cluster"), ("KEY", "cluster-key"), ("CA", "ca")):
+        print(f'  -e DASK_CLUSTER_{var}="$(cat {shown(out / f"{file}.pem")})"')
+    print("\ndocker run --env-file (single-line base64):")
+    print(f"  --env-file {shown(out / 'cluster.env')}")
+    print("\na mounted secret (files 0600, so run as your own uid):")
+    print(f'  --user "$(id -u):0" -v {shown(out / "secrets")}:/run/secrets/dask-tls:ro')
+    for var, file in (("CERT", "cert"), ("KEY", "key"), ("CA", "ca")):
+        print(f"  -e DASK_CLUSTER_{var}_FILE=/run/secrets/dask-tls/{file}.pem")
+    print_clients(out, made.clients)
+    print(f"\nkeep {shown(out / 'ca-key.pem')} offline: it issues certificates with full access")
+    return 0
+
+
+def run_renew(args: argparse.Namespace) -> int:
+    names = checked_names(args.name)
+    clients = checked_clients(args.client or [])
+    days = checked_days(args.days)
+    users_folder(args.certs, "--certs")
+    made = written(lambda: certs.renew_cluster(args.certs, names, clients, days))
+    cluster, ca = made.cluster.cert, made.ca.cert
+    print(
+        f"renewed from the CA in {shown(args.certs)} (unchanged): the cluster certificate for "
+        f"{', '.join(certs.names_of(cluster))}, serial {cluster.serial_number:x}, "
+        f"valid until {cluster.not_valid_after_utc:%Y-%m-%d}"
+    )
+    if cluster.not_valid_after_utc > ca.not_valid_after_utc - timedelta(days=1):
+        print(f"note: it ends with the CA, on {ca.not_valid_after_utc:%Y-%m-%d}; {certs.NEW_CA}")
+    if not certs.strict_ca(ca):
+        print(f"warning: ca.pem lacks keyUsage or key identifiers (strict clients refuse it); "
+              f"{certs.NEW_CA}")  # fmt: skip
+    for path in made.written:
+        print(f"wrote {shown(path)} ({path.stat().st_mode & 0o777:04o})")
+    print(
+        f"deliver, mounted as files (DASK_CLUSTER_*_FILE from {shown(args.certs / 'secrets')}): "
+        "replaced in place; make the container re-read them: docker kill -s HUP CONTAINER"
+    )
+    print(
+        f"deliver, as -e values or --env-file {shown(args.certs / 'cluster.env')}: a running "
+        "container keeps its environment; start a new container with the new values"
+    )
+    print_clients(args.certs, made.clients)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    contents = {path: read(path) for path in args.files}
+    for path, data in contents.items():
+        for line in certs.describe(path, data):
+            print(line)
+    keys = [p for p, data in contents.items() if b"PRIVATE KEY-----" in data]
+    leaves = [p for p, data in contents.items() if b"CERTIFICATE-----" in data]
+    for key in keys:
+        for leaf in leaves:
+            if key != leaf:
+                print(matching(key, leaf, certs.key_matches(contents[key], contents[leaf])))
+    return 0
+
+
+def matching(key: Path, leaf: Path, matches: bool | None) -> str:
+    if matches is None:
+        return f"cannot tell whether {key} matches the certificate in {leaf}: see the lines above"
+    return f"{key} {'matches' if matches else 'does not match'} the certificate in {leaf}"
+
+
+def read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ToolError(f"{path}: cannot read it: {error.strerror}") from None
+
+
+def print_clients(folder: Path, clients: dict[str, certs.Issued]) -> None:
+    for name in clients:
+        pem, key, p12 = (shown(folder / f"{name}{end}") for end in (".pem", "-key.pem", ".p12"))
+        print(f"\nclient {name}: {pem}, {key}; browser: {p12}")
+
+
+def checked_days(days: float) -> float:
+    if not (math.isfinite(days) and 0 < days <= MAX_DAYS):
+        raise ToolError(f"--days {days:g}: give a number of days above 0, at most {MAX_DAYS}")
+    return days
+
+
+def checked_names(names: list[str] | None) -> tuple[str, ...] | None:
+    """Host names (a leading `*.` allowed) and IP addresses, as the certificate will carry them."""
+    for name in names or []:
+        if not (is_ip_address(name) or is_host_name(name)):
+            raise ToolError(
+                f"--name {name!r}: not a host name or IP address; "
+                "give one the clients use, e.g. --name dask.example.com --name 203.0.113.7"
+            )
+    return tuple(dict.fromkeys(names)) if names else None
+
+
+def is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_host_name(name: str) -> bool:
+    labels = name.removeprefix("*.").removesuffix(".").split(".")
+    return len(name) <= 253 and all(DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def checked_clients(clients: list[str]) -> tuple[str, ...]:
+    for name in clients:
+        if not CLIENT_NAME.fullmatch(name) or name.endswith("-key"):
+            raise ToolError(
+                f"--client {name!r}: not usable as a file name; give letters, digits, '.', '_' "
+                "or '-' (not ending in -key), e.g. --client alice"
+            )
+        if name in TAKEN:
+            raise ToolError(f"--client {name}: the {name}'s own files have that name; pick another")
+    return tuple(dict.fromkeys(clients))
+
+
+def users_folder(folder: Path, flag: str) -> None:
+    """In the image, refuse a folder that is not the user's: one not under the mounted one."""
+    if not os.environ.get(IN_IMAGE_VAR):
+        return
+    cwd = Path.cwd().resolve()
+    if cwd == APP_DIR:
+        raise ToolError(f"{flag} {folder}: the working directory is the image's own; {MOUNT_HINT}")
+    if not folder.resolve().is_relative_to(cwd):
+        raise ToolError(
+            f"{flag} {folder}: is outside the working directory {cwd}, the one folder of yours "
+            f"mounted here; give a path under it (e.g. {flag} certs) and {MOUNT_HINT}"
+        )
+
+
+def shown(path: Path) -> str:
+    """`path` for the user's shell, double-quoted: `"$PWD/..."` under the working directory."""
+    cwd, resolved = Path.cwd().resolve(), path.resolve()
+    if resolved.is_relative_to(cwd):
+        relative = "".join(f"/{part}" for part in resolved.relative_to(cwd).parts)
+        return f'"$PWD{quotable(relative)}"'
+    return f'"{quotable(str(resolved))}"'
+
+
+def quotable(text: str) -> str:
+    """`text` escaped for the inside of double quotes."""
+    return re.sub(r'(["$`\\])', r"\\\1", text)
+
+
+def writable_folder(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ToolError(f"{flag} {folder}: cannot make it: {error.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ToolError(
+            f"{flag} {folder}: not writable for uid {os.getuid()}; give a folder of yours"
+        )
+
+
+def written(write: Callable[[], certs.ClusterSet]) -> certs.ClusterSet:
+    """Run `write`, reporting a file that cannot be written in one line."""
+    try:
+        return write()
+    except OSError as error:
+        raise ToolError(f"{error.filename}: cannot write it: {error.strerror}") from None
