@@ -55,7 +55,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY entrypoint/ /opt/app/entrypoint/
 RUN set -eux; \
     /opt/venv/bin/python -m compileall -q /opt/app; \
-    /opt/venv/bin/python -c "import entrypoint.__main__, entrypoint.health, distributed, bokeh, cryptography"; \
+    /opt/venv/bin/python -c "import entrypoint.start, entrypoint.pid1, entrypoint.health, distributed, bokeh, cryptography"; \
     if [ -d /opt/venv/lib/python3.11/site-packages/pandas ]; then /opt/venv/bin/python -c "import pandas, pyarrow, lz4, dask.dataframe"; fi
 # DASK_TEMPORARY_DIRECTORY: where workers spill, a volume of its own (on disk, also under --read-only)
 # IN_DASK_TLS_IMAGE: the tools (certs new/renew) see the user's files only under the mounted folder

@@ -165,7 +165,6 @@ def test_stalled_handshakes_are_dropped(fresh: Container, pems: dict[str, str]) 
             sock = socket.create_connection((fresh.ip, 8786), timeout=5)
             sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a TLS record header and one byte: no more
             stalled.append(sock)
-        assert scheduler_open_files(fresh) >= baseline + 200
         compute()
         fresh.wait_until(
             lambda: all(closed_by_peer(sock) for sock in stalled), "stalled handshakes closed", 60

@@ -1,0 +1,69 @@
+"""The container's PID 1 once the entrypoint has exec'd into it (`python -m entrypoint.pid1 DIR`,
+with a clean environment): the plan in DIR wired to the supervisor, and the last line it logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from entrypoint.children import Child
+from entrypoint.cluster import (
+    LOG_FORMAT,
+    Plan,
+    child_environment,
+    scheduler_command,
+    workers_command,
+)
+from entrypoint.private_files import remove_private_files
+from entrypoint.rotation import ServedCertificate
+from entrypoint.supervisor import Probe, Supervisor
+
+log = logging.getLogger("entrypoint")
+
+
+def reachable(address: str, timeout: float = 2.0) -> Probe:
+    """A probe: can a TCP connection to the tls://HOST:PORT `address` be opened?"""
+    host, _, port = address.removeprefix("tls://").rpartition(":")
+
+    def probe() -> str | None:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as error:
+            return f"{address}: {error.strerror or error}"
+        return None
+
+    return probe
+
+
+def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
+    def child(role: str, log_tag: str, command: list[str]) -> Child:
+        return Child(role, command, child_environment(environ, plan, log_tag))
+
+    return Supervisor(
+        child("scheduler", "scheduler", scheduler_command(plan)) if plan.runs_scheduler else None,
+        child("workers", "worker", workers_command(plan)) if plan.runs_workers else None,
+        probe=reachable(plan.scheduler_address) if plan.role == "worker" else None,
+        certificate=ServedCertificate(plan),
+    )
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="supervisor")
+    )
+    directory = Path(argv[1])
+    try:
+        supervisor = supervisor_for(Plan.load(directory), dict(os.environ))
+        supervisor.install_signal_handlers()
+        stop = supervisor.run()
+    finally:
+        remove_private_files(directory)
+    log.info("%s", stop)
+    return stop.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
