@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ HTTP_CLIENT_CERT_VAR = "HTTP_CLIENT_CERT"
 ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
 ROLES = ("all", "scheduler", "worker")
-LOCAL_SCHEDULER = "tls://127.0.0.1:8786"
+SCHEDULER_PORT = 8786
+LOCAL_SCHEDULER = f"tls://127.0.0.1:{SCHEDULER_PORT}"
 
 MAX_WORKERS = 256
 MAX_THREADS = 1024
@@ -119,19 +121,32 @@ def _role(environ: Mapping[str, str]) -> tuple[str, str]:
 
 
 def _tls_address(text: str) -> str:
-    """tls://HOST:PORT from `HOST`, `HOST:PORT` or `tls://HOST:PORT`; any other scheme refused."""
+    """tls://HOST:PORT from `HOST`, `HOST:PORT`, an IPv6 address with or without [brackets], or
+    `tls://...`, as distributed writes addresses; any other scheme is refused."""
+    from distributed.comm.addressing import parse_host_port, unparse_host_port
+
     fix = "set it to tls://HOST:8786"
     scheme, separator, rest = text.partition("://")
     if not separator:
         scheme, rest = "tls", text
     if scheme != "tls":
         raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{scheme[:10]}:// is not TLS", fix)
-    host, colon, port = rest.rpartition(":")
-    if not colon or host.endswith(":"):  # no port given (or a bare IPv6 address)
-        host, port = rest, "8786"
-    if not host or any(c in host for c in " /@") or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        host, port = (
+            (rest, SCHEDULER_PORT) if _is_ipv6(rest) else parse_host_port(rest, SCHEDULER_PORT)
+        )
+    except ValueError:
+        host, port = "", 0
+    if not host or any(c in host for c in " /@") or not 0 < port < 65536:
         raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{text[:60]!r} is not HOST:PORT", fix)
-    return f"tls://{host}:{port}"
+    return f"tls://{unparse_host_port(host, port)}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def _required_pem(environ: Mapping[str, str], name: str, what: str) -> bytes:

@@ -100,3 +100,19 @@ def test_bad_values_name_the_variable_and_the_fix(
     assert message.startswith(f"{variable}: ") and says in message
     assert "; " in message and "\n" not in message
     assert caught.value.exit_code == EXIT_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("given", "address"),
+    [
+        ("scheduler", "tls://scheduler:8786"),
+        ("scheduler:9000", "tls://scheduler:9000"),
+        ("tls://10.0.0.5:8786", "tls://10.0.0.5:8786"),
+        ("::1", "tls://[::1]:8786"),
+        ("[fe80::1]:9000", "tls://[fe80::1]:9000"),
+    ],
+)
+def test_scheduler_address_is_written_as_distributed_reads_it(given: str, address: str) -> None:
+    """HOST, HOST:PORT, a bare or bracketed IPv6 address: a tls:// address distributed can parse."""
+    env = {**PEMS, "DASK_ROLE": "worker", "DASK_SCHEDULER_ADDRESS": given}
+    assert from_environ(env).scheduler_address == address
