@@ -62,8 +62,10 @@ def issue(
     days: float = 90,
     not_before: datetime | None = None,
     names: tuple[str, ...] = DEFAULT_NAMES,
+    extra: tuple[x509.ExtensionType, ...] = (),
 ) -> Issued:
-    """A certificate for `common_name`, signed by `issuer` (self-signed when None)."""
+    """A certificate for `common_name`, signed by `issuer` (self-signed when None), with the
+    `extra` extensions (non-critical) added."""
     key = key or new_key()
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -84,6 +86,8 @@ def issue(
     if not ca:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    for extension in extra:
+        builder = builder.add_extension(extension, critical=False)
     signer = issuer.key if issuer else key
     # Ed25519/Ed448 sign without a separate hash
     digest = (

@@ -16,10 +16,17 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
+from entrypoint.certs import Issued, issue
 from entrypoint.errors import EXIT_CONFIG
+from entrypoint.tls import (
+    MAX_AUTHORITIES,
+    MAX_CERTIFICATE_BYTES,
+    MAX_CHAIN_BYTES,
+    MAX_CHAIN_CERTIFICATES,
+)
 from tests.bad_inputs import BY_ID
 from tests.containers import Container, docker, unexpected_tracebacks
-from tests.material import ClusterMaterial, client_security
+from tests.material import ClusterMaterial, chain_of, client_security, der_size, padding, pem_of
 
 pytestmark = pytest.mark.container
 REFUSED = (OSError, TimeoutError)
@@ -218,10 +225,50 @@ def test_read_only_root_and_an_arbitrary_user(
         container.remove()
 
 
+def chain_at_the_limits(ca: Issued) -> list[Issued]:
+    """MAX_CHAIN_CERTIFICATES certificates below `ca`, leaf first, padded in turn until each is
+    within 64 bytes of MAX_CERTIFICATE_BYTES or the chain within 64 bytes of MAX_CHAIN_BYTES."""
+    plain = chain_of(ca, [0] * MAX_CHAIN_CERTIFICATES)
+    room, paddings = MAX_CHAIN_BYTES - sum(map(der_size, plain)), []
+    for certificate in plain:
+        grow = min(MAX_CERTIFICATE_BYTES - der_size(certificate), room)
+        paddings.append(max(0, grow - 64))  # the padding extension's own header: about 45 bytes
+        room -= grow
+    return chain_of(ca, paddings)
+
+
+def test_a_chain_just_under_the_limits_computes(
+    image: str, material: ClusterMaterial, pems: dict[str, str]
+) -> None:
+    """The longest, largest chain and CA bundle the entrypoint accepts still make TLS peers agree:
+    the cluster gets healthy and a client computes (so the limits sit below what OpenSSL takes)."""
+    chain = chain_at_the_limits(material.ca)
+    sizes = [der_size(certificate) for certificate in chain]
+    assert len(chain) == MAX_CHAIN_CERTIFICATES
+    assert MAX_CERTIFICATE_BYTES - 128 < max(sizes) <= MAX_CERTIFICATE_BYTES
+    assert MAX_CHAIN_BYTES - 256 < sum(sizes) <= MAX_CHAIN_BYTES
+    big_ca = issue("big CA", ca=True, extra=padding(MAX_CERTIFICATE_BYTES - 500))
+    others = [issue(f"CA {i}", ca=True) for i in range(MAX_AUTHORITIES - 2)]
+    env = {
+        "DASK_CLUSTER_CERT": pem_of(chain),
+        "DASK_CLUSTER_KEY": chain[0].key_pem.decode(),
+        "DASK_CLUSTER_CA": pem_of([big_ca, *others, material.ca]),
+        "NUM_WORKERS": "1",
+    }
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        with Client(container.address, security=client_security(pems), timeout="20s") as client:
+            assert client.submit(lambda: 4).result(timeout=30) == 4
+    finally:
+        container.remove()
+
+
 @pytest.mark.parametrize(
     "row",
     ["key-unset", "cert-garbage", "key-of-another-cert", "expired", "cert-of-another-ca",
-     "passphrase-wrong", "key-file-missing", "memory-over-the-limit"],
+     "passphrase-wrong", "key-file-missing", "memory-over-the-limit", "memory-infinite",
+     "ca-file-device"],
 )  # fmt: skip
 def test_bad_input_stops_the_container_at_once(
     image: str, material: ClusterMaterial, row: str

@@ -39,7 +39,7 @@ def test_bad_input_is_refused_cleanly(
     assert result.returncode == EXIT_CONFIG, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and result.stdout == ""
-    assert bad.says in lines[0]
+    assert bad.says_for(tmp_path) in lines[0]
     assert not any(fragment in result.stderr for fragment in material.secret_fragments())
     secrets = [
         v for k, v in env.items() if k.startswith("DASK_CLUSTER_") and not k.endswith("_FILE")
