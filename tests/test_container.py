@@ -32,14 +32,6 @@ pytestmark = pytest.mark.container
 REFUSED = (OSError, TimeoutError)
 
 
-def pid_of(container: Container, module: str) -> str:
-    """The pid of the process running `python -m module` in the container."""
-    pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
-    found = container.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
-    [path] = found.split()
-    return path.split("/")[2]
-
-
 @pytest.fixture
 def client(cluster: Container, pems: dict[str, str]) -> Iterator[Client]:
     with Client(cluster.address, security=client_security(pems), timeout="20s") as connected:
@@ -119,14 +111,14 @@ def test_dashboard_is_https_with_the_clusters_certificate(
 
 
 def test_private_files_are_private(cluster: Container) -> None:
-    """The key material sits on tmpfs: a 0700 directory of 0600 files of the runtime user."""
-    listing = cluster.exec(
-        "/bin/sh", "-c", "stat -c '%a %u %n' /dev/shm/dask-tls /dev/shm/dask-tls/*"
-    )
+    """The key material sits on tmpfs: a 0700 directory of 0600 files of the runtime user, the
+    only one of ours in /dev/shm, named after the container's mount namespace."""
+    directory = cluster.private_dir()
+    listing = cluster.exec("/bin/sh", "-c", f"stat -c '%a %u %n' /dev/shm/dask-tls* {directory}/*")
     modes = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
-    assert modes.pop("/dev/shm/dask-tls") == ["700", "10001"]
+    assert modes.pop(directory) == ["700", "10001"]
     assert set(modes) == {
-        f"/dev/shm/dask-tls/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
+        f"{directory}/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
     }
     assert all(mode == ["600", "10001"] for mode in modes.values())
 
@@ -176,11 +168,7 @@ def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None
 
 def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, str]) -> None:
     """SIGKILL the `dask worker` process itself: the supervisor restarts it, back to 2 workers."""
-    pid = pid_of(fresh, "distributed.cli.dask_worker")
-    fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
-    fresh.wait_until(
-        lambda: "workers[" + pid + "] was killed by SIGKILL" in fresh.logs(), "the death logged"
-    )
+    fresh.kill_worker_group()
     with Client(fresh.address, security=client_security(pems), timeout="20s") as client:
         client.wait_for_workers(2, timeout=60)
         assert client.submit(lambda: 2).result(timeout=30) == 2
@@ -202,7 +190,7 @@ def test_docker_stop_exits_0_quickly(fresh: Container) -> None:
 
 def test_scheduler_death_ends_the_container_non_zero(fresh: Container) -> None:
     """SIGKILL the scheduler: the container exits non-zero within 5 s, so a restart policy acts."""
-    pid = pid_of(fresh, "distributed.cli.dask_scheduler")
+    pid = fresh.pid_of("distributed.cli.dask_scheduler")
     fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
     assert fresh.wait_exited(timeout=5) != 0
     assert "the cluster is gone" in fresh.logs()
@@ -297,11 +285,12 @@ def test_image_holds_no_key_and_its_history_no_secret(image: str) -> None:
 
 
 def test_structure(image: str) -> None:
-    """container-structure-test's checks in docker/structure-test.yaml pass on the image."""
-    config = Path(__file__).parents[1] / "docker" / "structure-test.yaml"
+    """container-structure-test's checks in docker/structure-test*.yaml pass on the image."""
+    docker_dir = Path(__file__).parents[1] / "docker"
+    configs = [docker_dir / "structure-test.yaml", docker_dir / "structure-test-root.yaml"]
     binary = Path(sys.executable).parent / "container-structure-test"
     result = subprocess.run(
-        [str(binary), "test", "--image", image, "--config", str(config)],
+        [str(binary), "test", "--image", image, *(f"--config={c}" for c in configs)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
