@@ -67,10 +67,12 @@ def issue(
     days: float = 90,
     not_before: datetime | None = None,
     names: tuple[str, ...] = DEFAULT_NAMES,
+    extra: tuple[x509.ExtensionType, ...] = (),
 ) -> Issued:
     """A certificate for `common_name`, signed by `issuer` (self-signed when None), in RFC 5280's
     profile: key identifiers, a critical keyUsage; a CA signs certificates and CRLs, a leaf serves
-    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects."""
+    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects. The
+    `extra` extensions (non-critical) are added as they are."""
     key = key or new_key()
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -96,6 +98,8 @@ def issue(
         if not client_only:
             usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    for extension in extra:
+        builder = builder.add_extension(extension, critical=False)
     signer = issuer.key if issuer else key
     # Ed25519/Ed448 sign without a separate hash
     digest = (

@@ -13,7 +13,8 @@ from distributed.core import rpc
 from distributed.security import Security
 
 from entrypoint.cluster import CA_FILE, CERT_FILE, KEY_FILE, Plan
-from entrypoint.private_files import PRIVATE_DIR
+from entrypoint.errors import StartupError
+from entrypoint.private_files import private_dir
 from entrypoint.rotation import expiry_line
 
 TIMEOUT = 5.0
@@ -55,8 +56,8 @@ def check(plan: Plan) -> str | None:
 
 def main() -> int:
     try:
-        plan = Plan.load(PRIVATE_DIR)
-    except FileNotFoundError:
+        plan = Plan.load(private_dir())
+    except (FileNotFoundError, StartupError):
         print("unhealthy: the cluster has not started")
         return 1
     problem = check(plan)

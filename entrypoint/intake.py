@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,6 +15,13 @@ from entrypoint.errors import ConfigError
 MAX_SECRET_BYTES = 1 << 20  # a long chain is a few KiB; anything near this is not a PEM
 PEM_MARK = "-----BEGIN "
 QUOTES = ("'", '"')
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def read_secret(environ: Mapping[str, str], name: str) -> str | None:
@@ -38,15 +47,38 @@ def read_secret(environ: Mapping[str, str], name: str) -> str | None:
 def _read_file(file_var: str, path: str) -> str:
     fix = "mount the file there (e.g. a Docker secret), readable by the container's user"
     try:
-        with Path(path).open("rb") as file:
-            data = file.read(MAX_SECRET_BYTES + 1)
+        data = _read_regular_file(file_var, path)
     except OSError as error:
         raise ConfigError(file_var, f"cannot read {path}: {error.strerror}", fix) from None
-    _check_size(file_var, len(data))
+    if not data.strip():
+        raise ConfigError(file_var, f"{path} is empty", "point it at the file that holds the value")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file_var, f"{path} is not UTF-8 text", "point it at a PEM file") from None
+
+
+def _read_regular_file(file_var: str, path: str) -> bytes:
+    """The file's bytes, never blocking: a FIFO, socket or device is refused before it is opened
+    (stat follows symlinks, so secrets mounted as symlinks work), and opened non-blocking and
+    checked again in case one was swapped in between."""
+    _require_regular(file_var, path, Path(path).stat())
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        _require_regular(file_var, path, os.fstat(fd))
+        data = file.read(MAX_SECRET_BYTES + 1)
+    _check_size(file_var, len(data))
+    return data
+
+
+def _require_regular(file_var: str, path: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+        raise ConfigError(
+            file_var,
+            f"{path} is {kind}, not a regular file",
+            "point it at a file holding the value",
+        )
 
 
 def _check_size(name: str, size: int) -> None:

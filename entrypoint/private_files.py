@@ -10,9 +10,32 @@ from pathlib import Path
 
 from entrypoint.errors import StartupError
 
-# /dev/shm is a tmpfs in every Docker container, and stays writable under --read-only.
-PRIVATE_DIR = Path("/dev/shm/dask-tls")
+# /dev/shm is a tmpfs in every Docker container, and stays writable under --read-only. It is the
+# host's under --ipc=host, and one container's is shared under --ipc=container:NAME.
+SHM = Path("/dev/shm")
+# Every container has a mount namespace of its own, and every process in it (docker exec, the
+# HEALTHCHECK under env -i) sees the same: its inode names the directory, no variable needed.
+MOUNT_NAMESPACE = Path("/proc/self/ns/mnt")
+IPC_NAMESPACE = Path("/proc/self/ns/ipc")
+HOST_IPC_NAMESPACE = 0xEFFFFFFF  # the host's first IPC namespace (PROC_IPC_INIT_INO, Linux)
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def private_dir() -> Path:
+    """This container's directory in /dev/shm, the same for every process of the container."""
+    try:
+        namespace = MOUNT_NAMESPACE.stat().st_ino
+    except OSError as error:
+        raise StartupError(f"cannot read {MOUNT_NAMESPACE}: {error.strerror}") from None
+    return SHM / f"dask-tls-{namespace}"
+
+
+def shm_is_the_hosts() -> bool:
+    """Does this container share the host's IPC namespace (--ipc=host), and so its /dev/shm?"""
+    try:
+        return IPC_NAMESPACE.stat().st_ino == HOST_IPC_NAMESPACE
+    except OSError:
+        return False
 
 
 def filesystem_type(path: Path) -> str:
@@ -41,22 +64,23 @@ def write_private_files(directory: Path, files: dict[str, bytes]) -> None:
     _remove_stale(directory)
     old_umask = os.umask(0o077)
     try:
-        directory.mkdir(mode=0o700)
-        _check_private(directory)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        _make_directory(directory)
         try:
-            for name, data in files.items():
-                _write_new(dir_fd, name, data)
-        finally:
-            os.close(dir_fd)
-    except OSError as error:
-        remove_private_files(directory)
-        raise StartupError(
-            f"cannot write the private files in {directory}: {error.strerror}"
-        ) from None
-    except BaseException:
-        remove_private_files(directory)
-        raise
+            _check_private(directory)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                for name, data in files.items():
+                    _write_new(dir_fd, name, data)
+            finally:
+                os.close(dir_fd)
+        except OSError as error:
+            remove_private_files(directory)
+            raise StartupError(
+                f"cannot write the private files in {directory}: {error.strerror}"
+            ) from None
+        except BaseException:
+            remove_private_files(directory)
+            raise
     finally:
         os.umask(old_umask)
 
@@ -69,6 +93,8 @@ def remove_private_files(directory: Path) -> None:
 
 
 def _remove_stale(directory: Path) -> None:
+    """Ours and stale: a live container never has our name (each has its own mount namespace),
+    so it was left by a container that was killed, whose namespace's inode is now ours."""
     try:
         info = os.lstat(directory)
     except FileNotFoundError:
@@ -78,6 +104,15 @@ def _remove_stale(directory: Path) -> None:
             f"{directory} exists and is not ours: remove it, or restart the container"
         )
     shutil.rmtree(directory)
+
+
+def _make_directory(directory: Path) -> None:
+    """mkdir, failing on whatever appeared there since the stale check: that one is not ours to
+    remove (/dev/shm may be shared with other containers)."""
+    try:
+        directory.mkdir(mode=0o700)
+    except OSError as error:
+        raise StartupError(f"cannot create {directory}: {error.strerror}") from None
 
 
 def _check_private(directory: Path) -> None:

@@ -244,7 +244,7 @@ def _memory(text: str, workers: int) -> str:
     spec = text + "GB" if _is_number(text) else text
     try:
         size = parse_bytes(spec)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: 1e309 is infinite
         raise ConfigError(MEMORY_VAR, f"{text[:20]!r} is not a size", fix) from None
     if size < MIN_WORKER_MEMORY:
         raise ConfigError(

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from entrypoint import settings, tls
 from entrypoint.cluster import (
@@ -26,9 +27,10 @@ from entrypoint.cluster import (
 )
 from entrypoint.errors import EXIT_FAILURE, EXIT_OK, StartupError
 from entrypoint.private_files import (
-    PRIVATE_DIR,
+    private_dir,
     remove_private_files,
     require_tmpfs,
+    shm_is_the_hosts,
     write_private_files,
 )
 
@@ -65,21 +67,23 @@ def main(argv: list[str]) -> int:
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
     )
     try:
-        environ = prepare()
+        directory = private_dir()
+        environ = prepare(directory)
     except StartupError as error:
         log.error("%s", error)
         return error.exit_code
-    supervisor = [sys.executable, "-P", "-m", "entrypoint.pid1", str(PRIVATE_DIR)]
+    supervisor = [sys.executable, "-P", "-m", "entrypoint.pid1", str(directory)]
     try:
         os.execve(sys.executable, supervisor, environ)
     except OSError as error:
-        remove_private_files(PRIVATE_DIR)
+        remove_private_files(directory)
         log.error("cannot start the supervisor: %s", error.strerror)
     return EXIT_FAILURE
 
 
-def prepare() -> dict[str, str]:
-    """Validate everything, write the private files, return the environment for the supervisor.
+def prepare(directory: Path) -> dict[str, str]:
+    """Validate everything, write the private files in `directory`, return the environment for
+    the supervisor.
 
     On StartupError nothing is written."""
     environ = dict(os.environ)
@@ -90,10 +94,16 @@ def prepare() -> dict[str, str]:
             del os.environ[name]
     checked = settings.from_environ(environ)
     material = tls.check(checked.pems, datetime.now(UTC))
-    require_tmpfs(PRIVATE_DIR)
-    plan = Plan.of(PRIVATE_DIR, checked, material.not_after)
+    require_tmpfs(directory)
+    if shm_is_the_hosts():
+        log.warning(
+            "/dev/shm is the host's (--ipc=host): while the cluster runs the key is in the host's "
+            "%s, readable by the host's root and any process of uid %d, and a SIGKILL leaves it",
+            directory, os.geteuid(),
+        )  # fmt: skip
+    plan = Plan.of(directory, checked, material.not_after)
     write_private_files(
-        PRIVATE_DIR,
+        directory,
         {
             CERT_FILE: material.cert_pem,
             KEY_FILE: material.key_pem,

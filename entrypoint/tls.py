@@ -17,6 +17,14 @@ from entrypoint.errors import ConfigError
 from entrypoint.settings import CA_VAR, CERT_VAR, EXPIRY_WARNING, KEY_VAR, PASSPHRASE_VAR, Pems
 
 MIN_RSA_BITS = 2048
+# Far above real deployments (a leaf and 1 to 3 intermediates of 1 to 2 KiB each; 1 to 3 CAs) and
+# below what breaks handshakes, measured with this image's OpenSSL 3.0: peers verify chains up to
+# 100 intermediates deep, refuse a certificate message over 100 KiB (max_cert_list), and a server
+# fails when the client's certificate is over about 64 KiB (its session ticket holds it).
+MAX_CHAIN_CERTIFICATES = 10
+MAX_AUTHORITIES = 32  # no TLS limit: it keeps a pasted public CA bundle (~140) out
+MAX_CERTIFICATE_BYTES = 16 << 10  # DER
+MAX_CHAIN_BYTES = 64 << 10  # DER, the certificate and its intermediates together
 TLS_KEY_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -46,6 +54,7 @@ def check(pems: Pems, now: datetime) -> Material:
     """Raise ConfigError unless the key matches the certificate, it is valid at `now` and the CA
     (or, with no CA, the certificate itself) issued it."""
     chain = _certificates(pems.cert_pem, CERT_VAR)
+    _check_chain_size(chain)
     key = _private_key(pems.key_pem, pems.key_passphrase)
     leaf = chain[0]
     if not same_key(key, leaf):
@@ -61,6 +70,7 @@ def check(pems: Pems, now: datetime) -> Material:
         authorities = [leaf]
     else:
         authorities = _certificates(pems.ca_pem, CA_VAR)
+        _check_count(authorities, CA_VAR, MAX_AUTHORITIES, "pass only the CA(s) of this cluster")
         _check_authorities(authorities)
         _check_issued(chain, authorities)
     return Material(
@@ -101,9 +111,41 @@ def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
             "is not a PEM certificate (no complete, readable BEGIN CERTIFICATE block)",
             "pass the whole file, BEGIN and END lines included",
         ) from None
-    for certificate in certificates:
+    for position, certificate in enumerate(certificates, 1):
         _check_key_strength(certificate.public_key(), name)
+        size = len(certificate.public_bytes(serialization.Encoding.DER))
+        if size > MAX_CERTIFICATE_BYTES:
+            raise ConfigError(
+                name,
+                f"certificate {position} is over the limit of {MAX_CERTIFICATE_BYTES >> 10} KiB, "
+                f"at {size} bytes (DER)",
+                "issue it with fewer names and no large extensions (TLS peers refuse huge ones)",
+            )
     return certificates
+
+
+def _check_count(certificates: list[x509.Certificate], name: str, most: int, fix: str) -> None:
+    if len(certificates) > most:
+        raise ConfigError(
+            name, f"holds {len(certificates)} certificates, over the limit of {most}", fix
+        )
+
+
+def _check_chain_size(chain: list[x509.Certificate]) -> None:
+    _check_count(
+        chain,
+        CERT_VAR,
+        MAX_CHAIN_CERTIFICATES,
+        "pass the certificate and only the intermediates between it and the CA",
+    )
+    size = sum(len(cert.public_bytes(serialization.Encoding.DER)) for cert in chain)
+    if size > MAX_CHAIN_BYTES:
+        raise ConfigError(
+            CERT_VAR,
+            f"the certificate and its intermediates are over the limit of "
+            f"{MAX_CHAIN_BYTES >> 10} KiB, at {size} bytes (DER)",
+            "pass fewer or smaller intermediates (TLS peers refuse huge chains)",
+        )
 
 
 def _private_key(data: bytes, passphrase: bytes | None) -> PrivateKeyTypes:

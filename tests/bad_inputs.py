@@ -1,9 +1,11 @@
-"""Bad inputs, each with the words its one-line refusal must start with. Shared by the process
-tests (every row) and the container tests (the rows that need no file)."""
+"""Bad inputs, each with the words its one-line refusal must hold. Shared by the process tests
+(every row) and the container tests (the rows that need no file)."""
 
 from __future__ import annotations
 
 import base64
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,9 +14,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from entrypoint.certs import Issued, issue, new_key
-from tests.material import ClusterMaterial
+from tests.material import ClusterMaterial, chain_of, padding, pem_of
 
 Env = dict[str, str]
+# a variable's text; or for NAME_FILE, the file's content, or what makes the file at a path
+Value = str | bytes | Callable[[Path], None]
 CERT, KEY, CA = "DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"
 PASSPHRASE = "DASK_CLUSTER_KEY_PASSPHRASE"
 
@@ -23,8 +27,11 @@ PASSPHRASE = "DASK_CLUSTER_KEY_PASSPHRASE"
 class BadInput:
     id: str
     env: Callable[[ClusterMaterial, Path], Env]  # (material, a scratch directory) -> environment
-    says: str
+    says: str  # "{scratch}" stands for the scratch directory
     needs_files: bool = False
+
+    def says_for(self, scratch: Path) -> str:
+        return self.says.replace("{scratch}", str(scratch))
 
 
 def ca_env(material: ClusterMaterial) -> Env:
@@ -46,18 +53,43 @@ def derived(make: Callable[[ClusterMaterial], Env]) -> Callable[[ClusterMaterial
     return lambda material, scratch: {**material.ca_env(), **make(material)}
 
 
-def with_file(name: str, content: bytes) -> Callable[[ClusterMaterial, Path], Env]:
-    """`name`_FILE pointing at a scratch file holding `content` (and `name` itself unset)."""
+def with_files(
+    make: Callable[[ClusterMaterial], dict[str, Value]],
+) -> Callable[[ClusterMaterial, Path], Env]:
+    """The good CA environment with `make`'s variables: text as it is; a file (its bytes, or what
+    makes it) at scratch/<name>.input, which NAME_FILE names instead of NAME."""
 
     def env(material: ClusterMaterial, scratch: Path) -> Env:
-        path = scratch / f"{name.lower()}.input"
-        path.write_bytes(content)
-        return {
-            **{k: v for k, v in material.ca_env().items() if k != name},
-            f"{name}_FILE": str(path),
-        }
+        result = material.ca_env()
+        for name, value in make(material).items():
+            if isinstance(value, str):
+                result[name] = value
+                continue
+            path = scratch / f"{name.lower()}.input"
+            if isinstance(value, bytes):
+                path.write_bytes(value)
+            else:
+                value(path)
+            result.pop(name, None)
+            result[f"{name}_FILE"] = str(path)
+        return result
 
     return env
+
+
+def unix_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))  # the socket file stays after close
+
+
+def symlink_to_fifo(path: Path) -> None:
+    os.mkfifo(path.with_suffix(".fifo"))
+    path.symlink_to(path.with_suffix(".fifo"))
+
+
+def issued_as_cluster(chain: list[Issued]) -> dict[str, Value]:
+    """The chain in a DASK_CLUSTER_CERT_FILE (too large for a variable), its leaf's key."""
+    return {CERT: pem_of(chain).encode(), KEY: chain[0].key_pem.decode()}
 
 
 def self_signed_pair(issued: Callable[[], Issued]) -> Callable[[ClusterMaterial, Path], Env]:
@@ -185,15 +217,98 @@ BAD_INPUTS = [
     ),
     BadInput(
         "cert-file-huge",
-        with_file(CERT, b"A" * (2 << 20)),
+        with_files(lambda m: {CERT: b"A" * (2 << 20)}),
         "DASK_CLUSTER_CERT_FILE: is over 1024 KiB",
         needs_files=True,
     ),
     BadInput(
         "ca-file-not-utf8",
-        with_file(CA, b"\xff\xfe\x00garbage"),
-        "DASK_CLUSTER_CA_FILE: ",
+        with_files(lambda m: {CA: b"\xff\xfe\x00garbage"}),
+        "DASK_CLUSTER_CA_FILE: {scratch}/dask_cluster_ca.input is not UTF-8 text",
         needs_files=True,
+    ),
+    BadInput(
+        "cert-file-empty",
+        with_files(lambda m: {CERT: b""}),
+        "DASK_CLUSTER_CERT_FILE: {scratch}/dask_cluster_cert.input is empty",
+        needs_files=True,
+    ),
+    BadInput(
+        "passphrase-file-blank",
+        with_files(lambda m: {KEY: encrypted_key(m), PASSPHRASE: b"\n"}),
+        "DASK_CLUSTER_KEY_PASSPHRASE_FILE: {scratch}/dask_cluster_key_passphrase.input is empty",
+        needs_files=True,
+    ),
+    BadInput(
+        "key-file-fifo",
+        with_files(lambda m: {KEY: os.mkfifo}),
+        "DASK_CLUSTER_KEY_FILE: {scratch}/dask_cluster_key.input is a FIFO, not a regular file",
+        needs_files=True,
+    ),
+    BadInput(
+        "key-file-symlink-to-fifo",
+        with_files(lambda m: {KEY: symlink_to_fifo}),
+        "DASK_CLUSTER_KEY_FILE: {scratch}/dask_cluster_key.input is a FIFO, not a regular file",
+        needs_files=True,
+    ),
+    BadInput(
+        "passphrase-file-fifo",
+        with_files(lambda m: {KEY: encrypted_key(m), PASSPHRASE: os.mkfifo}),
+        "DASK_CLUSTER_KEY_PASSPHRASE_FILE: {scratch}/dask_cluster_key_passphrase.input is a FIFO",
+        needs_files=True,
+    ),
+    BadInput(
+        "cert-file-socket",
+        with_files(lambda m: {CERT: unix_socket}),
+        "DASK_CLUSTER_CERT_FILE: {scratch}/dask_cluster_cert.input is a socket, not a regular",
+        needs_files=True,
+    ),
+    BadInput(
+        "ca-file-device",
+        changed(DASK_CLUSTER_CA=None, DASK_CLUSTER_CA_FILE="/dev/null"),
+        "DASK_CLUSTER_CA_FILE: /dev/null is a character device, not a regular file",
+    ),
+    BadInput(
+        "chain-of-1000",
+        with_files(lambda m: issued_as_cluster(chain_of(m.ca, [0] * 1000))),
+        f"{CERT}: holds 1000 certificates, over the limit of 10",
+        needs_files=True,
+    ),
+    BadInput(
+        "san-of-5000-names",
+        with_files(
+            lambda m: issued_as_cluster(
+                [issue("cluster", m.ca, names=tuple(f"w{i}.dask.example.com" for i in range(5000)))]
+            )
+        ),
+        f"{CERT}: certificate 1 is over the limit of 16 KiB",
+        needs_files=True,
+    ),
+    BadInput(
+        "extension-of-100-kb",
+        with_files(lambda m: issued_as_cluster([issue("cluster", m.ca, extra=padding(100_000))])),
+        f"{CERT}: certificate 1 is over the limit of 16 KiB",
+        needs_files=True,
+    ),
+    BadInput(
+        "chain-over-64-kib",
+        derived(
+            lambda m: {
+                CERT: pem_of(chain := chain_of(m.ca, [14_000] * 5)),
+                KEY: chain[0].key_pem.decode(),
+            }
+        ),
+        f"{CERT}: the certificate and its intermediates are over the limit of 64 KiB",
+    ),
+    BadInput(
+        "ca-certificate-over-16-kib",
+        derived(lambda m: {CA: issue("CA", ca=True, extra=padding(20_000)).cert_pem.decode()}),
+        f"{CA}: certificate 1 is over the limit of 16 KiB",
+    ),
+    BadInput(
+        "ca-bundle-of-33",
+        derived(lambda m: {CA: pem_of([m.ca, *(issue(f"CA {i}", ca=True) for i in range(32))])}),
+        f"{CA}: holds 33 certificates, over the limit of 32",
     ),
     BadInput("workers-zero", changed(NUM_WORKERS="0"), "NUM_WORKERS: 0 is out of range"),
     BadInput("workers-huge", changed(NUM_WORKERS="100000"), "NUM_WORKERS: 100000 is out of range"),
@@ -214,6 +329,11 @@ BAD_INPUTS = [
         "memory-words",
         changed(MEMORY_PER_WORKER="plenty"),
         "MEMORY_PER_WORKER: 'plenty' is not a size",
+    ),
+    BadInput(
+        "memory-infinite",
+        changed(MEMORY_PER_WORKER="1e309"),
+        "MEMORY_PER_WORKER: '1e309' is not a size",
     ),
     BadInput("memory-zero", changed(MEMORY_PER_WORKER="0"), "MEMORY_PER_WORKER: '0' is below"),
     BadInput(

@@ -70,6 +70,26 @@ class Container:
         # env -i: a docker exec inherits the container's environment, PEM included
         return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
 
+    def pid_of(self, module: str) -> str:
+        """The pid of the process running `python -m module` in the container."""
+        pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
+        found = self.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
+        [path] = found.split()
+        return path.split("/")[2]
+
+    def kill_worker_group(self) -> None:
+        """SIGKILL the `dask worker` process; return once the supervisor has logged its death."""
+        pid = self.pid_of("distributed.cli.dask_worker")
+        self.exec("/bin/sh", "-c", f"kill -KILL {pid}")
+        death = f"workers[{pid}] was killed by SIGKILL"
+        self.wait_until(lambda: death in self.logs(), "the death logged")
+
+    def private_dir(self) -> str:
+        """The private directory, found as the container's processes find it: named after the
+        container's mount namespace."""
+        inode = self.exec("/usr/bin/stat", "-L", "-c", "%i", "/proc/self/ns/mnt").strip()
+        return f"/dev/shm/dask-tls-{inode}"
+
     def zombies(self) -> list[str]:
         """Processes in state Z (dead, not reaped) in the container."""
         states = self.exec("/bin/sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null")

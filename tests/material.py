@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from distributed.security import Security
 
 from entrypoint.certs import Issued, issue, new_key
+
+# an OID of our own under 2.25 (a UUID, X.667): an extension no TLS stack knows, only size
+PADDING_OID = x509.ObjectIdentifier("2.25.27830714112196959896331082400113807990")
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,31 @@ def client_security(pems: dict[str, str], cert: str = "client") -> Security:
         tls_client_key=pems[f"{cert}_key"],
         require_encryption=True,
     )
+
+
+def padding(size: int) -> tuple[x509.ExtensionType, ...]:
+    """A non-critical extension that makes a certificate `size` bytes bigger (none for 0)."""
+    if size <= 0:
+        return ()
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    header = bytes([size]) if size < 0x80 else bytes([0x80 | len(length)]) + length
+    return (x509.UnrecognizedExtension(PADDING_OID, b"\x04" + header + b"\0" * size),)
+
+
+def der_size(issued: Issued) -> int:
+    return len(issued.cert.public_bytes(serialization.Encoding.DER))
+
+
+def chain_of(ca: Issued, paddings: Sequence[int]) -> list[Issued]:
+    """A cluster certificate issued through len(paddings) - 1 intermediates below `ca`, leaf
+    first; certificate i padded by paddings[i] bytes."""
+    parent, intermediates = ca, []
+    for depth, size in enumerate(reversed(paddings[1:])):
+        parent = issue(f"intermediate {depth}", parent, ca=True, names=(), extra=padding(size))
+        intermediates.append(parent)
+    leaf = issue("cluster", parent, extra=padding(paddings[0]))
+    return [leaf, *reversed(intermediates)]
+
+
+def pem_of(issued: Sequence[Issued]) -> str:
+    return "".join(each.cert_pem.decode() for each in issued)

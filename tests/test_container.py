@@ -16,21 +16,20 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
+from entrypoint.certs import Issued, issue
 from entrypoint.errors import EXIT_CONFIG
+from entrypoint.tls import (
+    MAX_AUTHORITIES,
+    MAX_CERTIFICATE_BYTES,
+    MAX_CHAIN_BYTES,
+    MAX_CHAIN_CERTIFICATES,
+)
 from tests.bad_inputs import BY_ID
 from tests.containers import Container, docker, unexpected_tracebacks
-from tests.material import ClusterMaterial, client_security
+from tests.material import ClusterMaterial, chain_of, client_security, der_size, padding, pem_of
 
 pytestmark = pytest.mark.container
 REFUSED = (OSError, TimeoutError)
-
-
-def pid_of(container: Container, module: str) -> str:
-    """The pid of the process running `python -m module` in the container."""
-    pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
-    found = container.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
-    [path] = found.split()
-    return path.split("/")[2]
 
 
 @pytest.fixture
@@ -114,14 +113,14 @@ def test_dashboard_is_https_with_the_clusters_certificate(
 
 
 def test_private_files_are_private(cluster: Container) -> None:
-    """The key material sits on tmpfs: a 0700 directory of 0600 files of the runtime user."""
-    listing = cluster.exec(
-        "/bin/sh", "-c", "stat -c '%a %u %n' /dev/shm/dask-tls /dev/shm/dask-tls/*"
-    )
+    """The key material sits on tmpfs: a 0700 directory of 0600 files of the runtime user, the
+    only one of ours in /dev/shm, named after the container's mount namespace."""
+    directory = cluster.private_dir()
+    listing = cluster.exec("/bin/sh", "-c", f"stat -c '%a %u %n' /dev/shm/dask-tls* {directory}/*")
     modes = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
-    assert modes.pop("/dev/shm/dask-tls") == ["700", "10001"]
+    assert modes.pop(directory) == ["700", "10001"]
     assert set(modes) == {
-        f"/dev/shm/dask-tls/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
+        f"{directory}/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
     }
     assert all(mode == ["600", "10001"] for mode in modes.values())
 
@@ -172,11 +171,7 @@ def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None
 
 def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, str]) -> None:
     """SIGKILL the `dask worker` process itself: the supervisor restarts it, back to 2 workers."""
-    pid = pid_of(fresh, "distributed.cli.dask_worker")
-    fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
-    fresh.wait_until(
-        lambda: "workers[" + pid + "] was killed by SIGKILL" in fresh.logs(), "the death logged"
-    )
+    fresh.kill_worker_group()
     with Client(fresh.address, security=client_security(pems), timeout="20s") as client:
         client.wait_for_workers(2, timeout=60)
         assert client.submit(lambda: 2).result(timeout=30) == 2
@@ -198,7 +193,7 @@ def test_docker_stop_exits_0_quickly(fresh: Container) -> None:
 
 def test_scheduler_death_ends_the_container_non_zero(fresh: Container) -> None:
     """SIGKILL the scheduler: the container exits non-zero within 5 s, so a restart policy acts."""
-    pid = pid_of(fresh, "distributed.cli.dask_scheduler")
+    pid = fresh.pid_of("distributed.cli.dask_scheduler")
     fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
     assert fresh.wait_exited(timeout=5) != 0
     assert "the cluster is gone" in fresh.logs()
@@ -221,10 +216,50 @@ def test_read_only_root_and_an_arbitrary_user(
         container.remove()
 
 
+def chain_at_the_limits(ca: Issued) -> list[Issued]:
+    """MAX_CHAIN_CERTIFICATES certificates below `ca`, leaf first, padded in turn until each is
+    within 64 bytes of MAX_CERTIFICATE_BYTES or the chain within 64 bytes of MAX_CHAIN_BYTES."""
+    plain = chain_of(ca, [0] * MAX_CHAIN_CERTIFICATES)
+    room, paddings = MAX_CHAIN_BYTES - sum(map(der_size, plain)), []
+    for certificate in plain:
+        grow = min(MAX_CERTIFICATE_BYTES - der_size(certificate), room)
+        paddings.append(max(0, grow - 64))  # the padding extension's own header: about 45 bytes
+        room -= grow
+    return chain_of(ca, paddings)
+
+
+def test_a_chain_just_under_the_limits_computes(
+    image: str, material: ClusterMaterial, pems: dict[str, str]
+) -> None:
+    """The longest, largest chain and CA bundle the entrypoint accepts still make TLS peers agree:
+    the cluster gets healthy and a client computes (so the limits sit below what OpenSSL takes)."""
+    chain = chain_at_the_limits(material.ca)
+    sizes = [der_size(certificate) for certificate in chain]
+    assert len(chain) == MAX_CHAIN_CERTIFICATES
+    assert MAX_CERTIFICATE_BYTES - 128 < max(sizes) <= MAX_CERTIFICATE_BYTES
+    assert MAX_CHAIN_BYTES - 256 < sum(sizes) <= MAX_CHAIN_BYTES
+    big_ca = issue("big CA", ca=True, extra=padding(MAX_CERTIFICATE_BYTES - 500))
+    others = [issue(f"CA {i}", ca=True) for i in range(MAX_AUTHORITIES - 2)]
+    env = {
+        "DASK_CLUSTER_CERT": pem_of(chain),
+        "DASK_CLUSTER_KEY": chain[0].key_pem.decode(),
+        "DASK_CLUSTER_CA": pem_of([big_ca, *others, material.ca]),
+        "NUM_WORKERS": "1",
+    }
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        with Client(container.address, security=client_security(pems), timeout="20s") as client:
+            assert client.submit(lambda: 4).result(timeout=30) == 4
+    finally:
+        container.remove()
+
+
 @pytest.mark.parametrize(
     "row",
     ["key-unset", "cert-garbage", "key-of-another-cert", "expired", "cert-of-another-ca",
-     "passphrase-wrong", "key-file-missing", "memory-over-the-limit"],
+     "passphrase-wrong", "key-file-missing", "memory-over-the-limit", "memory-infinite",
+     "ca-file-device"],
 )  # fmt: skip
 def test_bad_input_stops_the_container_at_once(
     image: str, material: ClusterMaterial, row: str
@@ -253,11 +288,12 @@ def test_image_holds_no_key_and_its_history_no_secret(image: str) -> None:
 
 
 def test_structure(image: str) -> None:
-    """container-structure-test's checks in docker/structure-test.yaml pass on the image."""
-    config = Path(__file__).parents[1] / "docker" / "structure-test.yaml"
+    """container-structure-test's checks in docker/structure-test*.yaml pass on the image."""
+    docker_dir = Path(__file__).parents[1] / "docker"
+    configs = [docker_dir / "structure-test.yaml", docker_dir / "structure-test-root.yaml"]
     binary = Path(sys.executable).parent / "container-structure-test"
     result = subprocess.run(
-        [str(binary), "test", "--image", image, "--config", str(config)],
+        [str(binary), "test", "--image", image, *(f"--config={c}" for c in configs)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import EXIT_CONFIG
-from entrypoint.private_files import PRIVATE_DIR
+from entrypoint.private_files import private_dir
 from tests.bad_inputs import BAD_INPUTS, BadInput
 from tests.material import ClusterMaterial
 
@@ -31,7 +31,7 @@ def test_bad_input_is_refused_cleanly(
     bad: BadInput, material: ClusterMaterial, tmp_path: Path
 ) -> None:
     """Exit 78 within 2 s; one line naming the variable; no secret text; nothing written."""
-    assert not PRIVATE_DIR.exists()
+    assert not private_dir().exists()
     env = bad.env(material, tmp_path)
     started = time.monotonic()
     result = run_entrypoint(env)
@@ -39,14 +39,14 @@ def test_bad_input_is_refused_cleanly(
     assert result.returncode == EXIT_CONFIG, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and result.stdout == ""
-    assert bad.says in lines[0]
+    assert bad.says_for(tmp_path) in lines[0]
     assert not any(fragment in result.stderr for fragment in material.secret_fragments())
     secrets = [
         v for k, v in env.items() if k.startswith("DASK_CLUSTER_") and not k.endswith("_FILE")
     ]
     assert not any(len(value) > 40 and value[20:40] in result.stderr for value in secrets)
     assert elapsed < 2.0
-    assert not PRIVATE_DIR.exists()
+    assert not private_dir().exists()
 
 
 def test_usage() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import textwrap
 from pathlib import Path
 
@@ -46,6 +47,38 @@ def test_file_variant_is_read(tmp_path: Path, material: ClusterMaterial) -> None
     assert text is not None and pem_bytes(NAME, text) == material.cluster.cert_pem
 
 
+def test_a_secret_mounted_as_symlinks_is_read(tmp_path: Path, material: ClusterMaterial) -> None:
+    """Kubernetes mounts a secret as tls.crt -> ..data/tls.crt, ..data -> ..<time>/: followed."""
+    version = tmp_path / "..2026_11_28_05_00_00.000000001"
+    version.mkdir()
+    (version / "tls.crt").write_bytes(material.cluster.cert_pem)
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "tls.crt").symlink_to("..data/tls.crt")
+    text = read_secret({f"{NAME}_FILE": str(tmp_path / "tls.crt")}, NAME)
+    assert text is not None and pem_bytes(NAME, text) == material.cluster.cert_pem
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file replaced by a FIFO between the check and the open: the open does not wait
+    for a writer, and the FIFO is refused."""
+    secret = tmp_path / "cert"
+    secret.write_bytes(b"checked as a regular file")
+    real_open = os.open
+
+    def swap_then_open(path: str, flags: int, *args: int) -> int:
+        if path == str(secret):
+            assert flags & os.O_NONBLOCK, "a FIFO would be opened for a blocking read"
+            secret.unlink()
+            os.mkfifo(secret)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(ConfigError, match=f"{secret} is a FIFO, not a regular file"):
+        read_secret({f"{NAME}_FILE": str(secret)}, NAME)
+
+
 def test_passphrase_file_loses_its_trailing_newline(tmp_path: Path) -> None:
     """`echo pass > file` adds a newline that is not part of the passphrase; a variable is exact."""
     secret = tmp_path / "pass"
@@ -61,7 +94,7 @@ def test_passphrase_file_loses_its_trailing_newline(tmp_path: Path) -> None:
     [
         ({NAME: "pem", f"{NAME}_FILE": "/f"}, "is set and so is DASK_CLUSTER_CERT_FILE"),
         ({f"{NAME}_FILE": "/no/such/file"}, "DASK_CLUSTER_CERT_FILE: cannot read /no/such/file"),
-        ({f"{NAME}_FILE": "/"}, "DASK_CLUSTER_CERT_FILE: cannot read /: Is a directory"),
+        ({f"{NAME}_FILE": "/"}, "DASK_CLUSTER_CERT_FILE: / is a directory, not a regular file"),
         ({NAME: ""}, "DASK_CLUSTER_CERT: is empty"),
     ],
 )
