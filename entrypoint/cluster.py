@@ -37,7 +37,7 @@ class Plan:
     directory: str
     workers: int
     threads_per_worker: int
-    memory_limit: str
+    memory_per_worker: int | None  # bytes; None: an equal share of the container's limit
     dashboard_tls: bool = True
     http_client_cert: bool = True  # the HTTP(S) ports ask for a certificate from the cluster's CA
     role: str = "all"
@@ -55,7 +55,7 @@ class Plan:
             expires=expires.isoformat(),
             workers=0 if settings.role == "scheduler" else sizing.workers,
             threads_per_worker=sizing.threads_per_worker,
-            memory_limit=sizing.memory_limit,
+            memory_per_worker=sizing.memory_per_worker,
             dashboard_tls=settings.dashboard_tls,
             http_client_cert=settings.http_client_cert,
             role=settings.role,
@@ -103,7 +103,7 @@ def workers_command(plan: Plan) -> list[str]:
         plan.scheduler_address,
         "--nworkers", str(plan.workers),
         "--nthreads", str(plan.threads_per_worker),
-        "--memory-limit", plan.memory_limit,
+        "--memory-limit", str(plan.memory_per_worker or 1 / plan.workers),
         "--name", plan.worker_name,
         # no bokeh in the workers (time and memory): the scheduler's dashboard shows them; what
         # HTTP the workers keep (health, metrics) is HTTPS, from the dashboard's TLS settings

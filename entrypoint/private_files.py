@@ -39,15 +39,11 @@ def shm_is_the_hosts() -> bool:
 
 
 def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path`: the longest mount prefix in mountinfo."""
-    best, fstype = "", ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        mount_point = fields[4].replace("\\040", " ")
-        inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > len(best):
-            best, fstype = mount_point, fields[fields.index("-") + 1]
-    return fstype
+    """The type of the filesystem holding `path`: that of its longest mount point."""
+    import psutil  # distributed's dependency; imported here, only the entrypoint needs it
+
+    holding = [p for p in psutil.disk_partitions(all=True) if path.is_relative_to(p.mountpoint)]
+    return max(holding, key=lambda p: len(p.mountpoint)).fstype if holding else ""
 
 
 def require_tmpfs(directory: Path) -> None:

@@ -41,9 +41,9 @@ log = logging.getLogger("entrypoint")
 class Sizing:
     workers: int
     threads_per_worker: int
-    # `dask worker --memory-limit`: bytes, or a fraction (<= 1) of the container's memory limit,
-    # which distributed resolves against the cgroup limit.
-    memory_limit: str
+    # bytes per worker; None: each an equal share of the container's limit, which distributed
+    # resolves against the cgroup limit
+    memory_per_worker: int | None
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def _sizing(environ: Mapping[str, str]) -> Sizing:
             workers, threads, THREADS_PER_CPU_WARNING, CPU_COUNT, WORKERS_VAR, THREADS_VAR,
         )  # fmt: skip
     memory = _memory(environ.get(MEMORY_VAR, "").strip(), workers)
-    return Sizing(workers=workers, threads_per_worker=threads, memory_limit=memory)
+    return Sizing(workers=workers, threads_per_worker=threads, memory_per_worker=memory)
 
 
 def _count(environ: Mapping[str, str], name: str, default: int, limit: int) -> int:
@@ -234,9 +234,9 @@ def _count(environ: Mapping[str, str], name: str, default: int, limit: int) -> i
     return value
 
 
-def _memory(text: str, workers: int) -> str:
+def _memory(text: str, workers: int) -> int | None:
     if not text:
-        return repr(1 / workers)  # each worker an equal share of the container's limit
+        return None
     from dask.utils import format_bytes, parse_bytes
     from distributed.system import MEMORY_LIMIT  # the container's limit (cgroups), or the RAM
 
@@ -257,7 +257,7 @@ def _memory(text: str, workers: int) -> str:
             f"{format_bytes(MEMORY_LIMIT)}",
             f"set it to at most {format_bytes(MEMORY_LIMIT // workers)}, or unset it",
         )
-    return str(size)
+    return size
 
 
 def _is_number(text: str) -> bool:

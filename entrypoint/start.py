@@ -121,8 +121,8 @@ def describe(plan: Plan) -> str:
         dashboard = "https" if plan.dashboard_tls else "http"
         parts.append(f"scheduler tls://:8786, dashboard {dashboard}://:8787")
     if plan.runs_workers:
-        limit = float(plan.memory_limit)
-        memory = f"{limit:.0%} of the container's" if limit <= 1 else f"{limit / 2**30:.2f} GiB"
+        size = plan.memory_per_worker
+        memory = f"{size / 2**30:.2f} GiB" if size else f"{1 / plan.workers:.0%} of the container's"
         parts.append(
             f"{plan.workers} workers x {plan.threads_per_worker} threads, memory limit "
             f"{memory} each, for {plan.scheduler_address}"

@@ -20,14 +20,18 @@ def test_defaults_share_the_container_among_one_worker_per_cpu() -> None:
     sizing = from_environ(PEMS).sizing
     assert sizing.workers == CPU_COUNT
     assert sizing.threads_per_worker == 1
-    assert float(sizing.memory_limit) == pytest.approx(1 / CPU_COUNT)
+    assert sizing.memory_per_worker is None  # each an equal share of the container's
 
 
 def test_seed_variables_are_read_as_the_seed_meant_them() -> None:
     """A bare MEMORY_PER_WORKER is GB, as in the seed's `${memory_per_worker}GB`."""
     env = {**PEMS, "NUM_WORKERS": "4", "THREADS_PER_WORKER": "2", "MEMORY_PER_WORKER": "4"}
     sizing = from_environ(env).sizing
-    assert (sizing.workers, sizing.threads_per_worker, sizing.memory_limit) == (4, 2, "4000000000")
+    assert (sizing.workers, sizing.threads_per_worker, sizing.memory_per_worker) == (
+        4,
+        2,
+        4 * 10**9,
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,7 +39,7 @@ def test_seed_variables_are_read_as_the_seed_meant_them() -> None:
 )
 def test_memory_takes_units(text: str, size: float) -> None:
     """Units go through dask's parse_bytes."""
-    assert int(from_environ({**PEMS, "MEMORY_PER_WORKER": text}).sizing.memory_limit) == size
+    assert from_environ({**PEMS, "MEMORY_PER_WORKER": text}).sizing.memory_per_worker == size
 
 
 def test_threads_default_to_cpus_per_worker() -> None:
