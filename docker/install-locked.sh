@@ -1,10 +1,15 @@
 #!/bin/sh
 # Install poetry.lock's packages for the given dependency groups into a virtualenv: every file
 # hash-checked, wheels only; the user's own folders (path dependencies in the lock) are built from
-# source. The image build and `make client` both use this, so both get exactly the same versions.
-# usage: install-locked.sh POETRY PROJECT_DIR VENV_DIR GROUPS   (GROUPS: comma-separated, main is implied)
+# source. The image build and `make client` both use this, so both get exactly the same versions;
+# `make tools` installs tools/poetry.lock with it.
+# usage: install-locked.sh POETRY PROJECT_DIR VENV_DIR GROUPS [FROM_SOURCE]
+#   GROUPS: comma-separated, main is implied
+#   FROM_SOURCE: comma-separated packages published only as source (tools/: sslyze). Their sdists are
+#   hash-checked too, and built by the lock's own setuptools, installed first: pip's build isolation
+#   would fetch unlocked build tools.
 set -eu
-poetry=$1 project=$2 venv=$3 groups=$4
+poetry=$1 project=$2 venv=$3 groups=$4 from_source=${5:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$poetry" export --directory "$project" --only "main${groups:+,$groups}" \
@@ -12,7 +17,13 @@ trap 'rm -rf "$work"' EXIT
 # a path dependency is one line `NAME @ file:///...`: no hash can pin a folder
 grep -v ' @ file://' "$work/all.txt" > "$work/locked.txt" || true
 grep ' @ file://' "$work/all.txt" > "$work/local.txt" || true
-"$venv/bin/python" -m pip install --no-deps --require-hashes --only-binary=:all: -r "$work/locked.txt"
+if [ -n "$from_source" ]; then
+  # an entry is its `name==version` line and the indented --hash lines under it
+  awk '/^[^ ]/ { keep = /^setuptools==/ } keep' "$work/locked.txt" > "$work/build.txt"
+  "$venv/bin/python" -m pip install --no-deps --require-hashes --only-binary=:all: -r "$work/build.txt"
+fi
+"$venv/bin/python" -m pip install --no-deps --require-hashes --only-binary=:all: \
+  ${from_source:+--no-binary="$from_source" --no-build-isolation} -r "$work/locked.txt"
 if [ -s "$work/local.txt" ]; then
   "$venv/bin/python" -m pip install --no-deps -r "$work/local.txt"
 fi
