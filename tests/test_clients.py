@@ -113,4 +113,4 @@ def test_client_shutdown_ends_the_container_with_0(fresh: Container, pems: dict[
     client = Client(fresh.address, security=client_security(pems), timeout="20s")
     client.shutdown()
     assert fresh.wait_exited(timeout=60) == 0
-    assert "it was shut down (client.shutdown())" in fresh.logs()
+    assert "stopped: the scheduler was shut down (client.shutdown()), exit code 0" in fresh.logs()
