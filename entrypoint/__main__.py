@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
-from entrypoint import settings, tls
+from entrypoint import scratch, settings, tls
 from entrypoint.cluster import (
     CA_FILE,
     CERT_FILE,
@@ -93,6 +94,8 @@ def prepare() -> dict[str, str]:
             del os.environ[name]
     checked = settings.from_environ(environ)
     material = tls.check(checked, datetime.now(UTC))
+    if checked.role != "scheduler":
+        scratch.check(Path(checked.scratch_dir))
     require_tmpfs(PRIVATE_DIR)
     plan = Plan.of(PRIVATE_DIR, checked)
     write_private_files(

@@ -9,22 +9,11 @@ import stat
 from pathlib import Path
 
 from entrypoint.errors import StartupError
+from entrypoint.mounts import filesystem_type
 
 # /dev/shm is a tmpfs in every Docker container, and stays writable under --read-only.
 PRIVATE_DIR = Path("/dev/shm/dask-tls")
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path`: the longest mount prefix in mountinfo."""
-    best, fstype = "", ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        mount_point = fields[4].replace("\\040", " ")
-        inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > len(best):
-            best, fstype = mount_point, fields[fields.index("-") + 1]
-    return fstype
 
 
 def require_tmpfs(directory: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ MEMORY_VAR = "MEMORY_PER_WORKER"
 DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
 ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
+# dask's `temporary-directory`: workers spill under it, in dask-scratch-space/ (the image: /scratch)
+SCRATCH_VAR = "DASK_TEMPORARY_DIRECTORY"
 ROLES = ("all", "scheduler", "worker")
 LOCAL_SCHEDULER = "tls://127.0.0.1:8786"
 
@@ -50,6 +53,7 @@ class Settings:
     dashboard_tls: bool = True
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
+    scratch_dir: str = field(default_factory=tempfile.gettempdir)  # as distributed falls back
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
@@ -64,6 +68,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         dashboard_tls=_dashboard_tls(environ),
         role=role,
         scheduler_address=scheduler_address,
+        scratch_dir=environ.get(SCRATCH_VAR, "").strip() or tempfile.gettempdir(),
     )
 
 

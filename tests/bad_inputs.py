@@ -224,6 +224,11 @@ BAD_INPUTS = [
         changed(DASHBOARD_PROTOCOL="ftp"),
         "DASHBOARD_PROTOCOL: 'ftp' is not https or http",
     ),
+    BadInput(
+        "scratch-missing",
+        changed(DASK_TEMPORARY_DIRECTORY="/nonexistent/scratch"),
+        "DASK_TEMPORARY_DIRECTORY: the workers' scratch space /nonexistent/scratch is not writable",
+    ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}
 assert len(BY_ID) == len(BAD_INPUTS)

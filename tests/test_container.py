@@ -221,7 +221,7 @@ def test_read_only_root_and_an_arbitrary_user(
 @pytest.mark.parametrize(
     "row",
     ["key-unset", "cert-garbage", "key-of-another-cert", "expired", "cert-of-another-ca",
-     "passphrase-wrong", "key-file-missing", "memory-over-the-limit"],
+     "passphrase-wrong", "key-file-missing", "memory-over-the-limit", "scratch-missing"],
 )  # fmt: skip
 def test_bad_input_stops_the_container_at_once(
     image: str, material: ClusterMaterial, row: str

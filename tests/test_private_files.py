@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import StartupError
+from entrypoint.mounts import filesystem_type
 from entrypoint.private_files import (
-    filesystem_type,
     remove_private_files,
     require_tmpfs,
     write_private_files,
