@@ -12,11 +12,16 @@ import sys
 from pathlib import Path
 
 from entrypoint import certs, client, gce
+from entrypoint.errors import ToolError
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except ToolError as error:
+        print(f"{argv[0]}: {error}", file=sys.stderr)
+        return error.exit_code
     return result
 
 
@@ -103,6 +108,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_client_config(args: argparse.Namespace) -> int:
     path = client.write_config(args.certs, args.client, args.out)
     print(f"wrote {path}: Client('tls://HOST:8786') now uses {args.certs}/{args.client}.pem")
+    if path.parent != client.DEFAULT_CONFIG.expanduser().parent and client.from_image():
+        print(f"move it where dask looks: mkdir -p ~/.config/dask && mv {path} ~/.config/dask/")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Exit codes and the one error type every start-up failure is reported under."""
+"""Exit codes, the one error type every start-up failure is reported under, and the one the
+tools (`certs`, `client-config`, `gce`) report a user's mistake under."""
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -19,3 +20,9 @@ class ConfigError(StartupError):
     def __init__(self, variable: str, problem: str, fix: str) -> None:
         super().__init__(f"{variable}: {problem}; {fix}")
         self.variable = variable
+
+
+class ToolError(Exception):
+    """A tool cannot do what was asked: one line naming what is wrong and the fix; no traceback."""
+
+    exit_code = EXIT_FAILURE
