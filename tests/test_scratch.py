@@ -35,7 +35,8 @@ def test_a_missing_directory_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         scratch.check(tmp_path / "missing")
     assert raised.value.exit_code == EXIT_CONFIG
+    missing = tmp_path / "missing"
     assert str(raised.value).startswith(
-        f"DASK_TEMPORARY_DIRECTORY: the workers' scratch space {tmp_path / 'missing'} is not writable"
+        f"DASK_TEMPORARY_DIRECTORY: the workers' scratch space {missing} is not writable"
     )
     assert "mount a disk volume there" in str(raised.value)
