@@ -29,6 +29,12 @@ def make_client(project: Path, image: str, venv: Path, certs: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def sibling_tag(image: str, suffix: str) -> str:
+    """dask-tls:dev -> dask-tls:dev-SUFFIX: an image of this run's own, beside the one tested."""
+    name, _, tag = image.partition(":")
+    return f"{name}:{tag or 'latest'}-{suffix}"
+
+
 def cluster_env(certs: Path) -> dict[str, str]:
     """The container's variables for the set `certs new` wrote into `certs`."""
     return {

@@ -21,6 +21,7 @@ HARDENED = ["--read-only", "--tmpfs", "/tmp"]
 
 
 @pytest.mark.load
+@pytest.mark.slow
 def test_persisting_past_memory_spills_to_the_volume(
     image: str, client_certs: Path, client_python: Path
 ) -> None:
