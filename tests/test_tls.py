@@ -15,7 +15,12 @@ from entrypoint.tls import check
 from tests.material import ClusterMaterial
 
 SIZING = Sizing(workers=1, threads_per_worker=1, memory_limit="1.0")
-NOW = datetime.now(UTC)
+
+
+def now() -> datetime:
+    """Read at each check: certificates issued during a test start 5 minutes before it, and a
+    module-level time goes stale when the suite runs longer than that before this module."""
+    return datetime.now(UTC)
 
 
 def settings(cert: bytes, key: bytes, ca: bytes | None = None) -> Settings:
@@ -24,7 +29,7 @@ def settings(cert: bytes, key: bytes, ca: bytes | None = None) -> Settings:
 
 def test_seed_self_signed_certificate_is_its_own_ca(material: ClusterMaterial) -> None:
     """The blog's setup: one self-signed certificate, no CA; it is written out as the CA too."""
-    checked = check(settings(material.seed.cert_pem, material.seed.key_pem), NOW)
+    checked = check(settings(material.seed.cert_pem, material.seed.key_pem), now())
     assert checked.ca_pem == checked.cert_pem == material.seed.cert_pem
 
 
@@ -35,7 +40,7 @@ def test_certificate_from_a_ca_passes_with_that_ca(material: ClusterMaterial) ->
         settings(
             *(env[k].encode() for k in ("DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"))
         ),
-        NOW,
+        now(),
     )
     assert x509.load_pem_x509_certificate(checked.ca_pem) == material.ca.cert
 
@@ -46,12 +51,12 @@ def test_chain_through_an_intermediate_passes() -> None:
     intermediate = issue("intermediate", root, ca=True)
     leaf = issue("leaf", intermediate)
     chain = leaf.cert_pem + intermediate.cert_pem
-    assert check(settings(chain, leaf.key_pem, root.cert_pem), NOW).cert_pem == chain
+    assert check(settings(chain, leaf.key_pem, root.cert_pem), now()).cert_pem == chain
 
 
-def refusal(config: Settings, now: datetime = NOW) -> str:
+def refusal(config: Settings, at: datetime | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        check(config, now)
+        check(config, at or now())
     return str(caught.value)
 
 
@@ -91,8 +96,8 @@ def test_garbage_key_is_refused(material: ClusterMaterial) -> None:
 
 def test_certificate_outside_its_validity_is_refused() -> None:
     """Expired and not-yet-valid certificates are refused with their dates."""
-    past = issue("old", ca=True, not_before=NOW - timedelta(days=10), days=2)
-    future = issue("new", ca=True, not_before=NOW + timedelta(days=2))
+    past = issue("old", ca=True, not_before=now() - timedelta(days=10), days=2)
+    future = issue("new", ca=True, not_before=now() + timedelta(days=2))
     assert "the certificate expired on" in refusal(settings(past.cert_pem, past.key_pem))
     assert "is not valid before" in refusal(settings(future.cert_pem, future.key_pem))
 
@@ -143,7 +148,7 @@ def test_key_types_and_encodings(kind: str, encoding: serialization.PrivateForma
     key = new_key(kind)
     made = issue("k", ca=True, key=key)
     key_pem = key.private_bytes(serialization.Encoding.PEM, encoding, serialization.NoEncryption())
-    checked = check(settings(made.cert_pem, key_pem), NOW)
+    checked = check(settings(made.cert_pem, key_pem), now())
     assert checked.key_pem.splitlines()[0].endswith(b"BEGIN PRIVATE KEY-----")  # PKCS#8 label
 
 
@@ -165,11 +170,11 @@ def test_encrypted_key_is_decrypted_with_its_passphrase(
         sizing=SIZING,
         key_passphrase=b"pw",
     )
-    assert check(config, NOW).key_pem == material.seed.key_pem
+    assert check(config, now()).key_pem == material.seed.key_pem
 
 
 def test_certificate_near_expiry_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     """Within 30 days of expiry the cluster starts, with a warning naming the date."""
     soon = issue("soon", ca=True, days=10)
-    check(settings(soon.cert_pem, soon.key_pem), NOW)
+    check(settings(soon.cert_pem, soon.key_pem), now())
     assert "DASK_CLUSTER_CERT: the certificate expires on" in caplog.text
