@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask.datasets
 import numpy as np
@@ -188,22 +189,51 @@ def throughput(tag: str, env: dict[str, str], security: Security | None) -> floa
     return statistics.median(trials)
 
 
-def shuffle_seconds(tag: str, env: dict[str, str], security: Security | None) -> list[float]:
-    """Seconds of a P2P shuffle of a persisted frame on 2 workers: one warm-up, then
-    SHUFFLE_RUNS timed runs, each checked for its row count."""
-    with cluster(tag, env, security, workers=2) as client:
-        start, end = SHUFFLE_DAYS
-        frame = client.persist(dask.datasets.timeseries(start=start, end=end, freq="1s", seed=0))
-        wait(frame)
-        runs = []
-        for _ in range(1 + SHUFFLE_RUNS):
-            started = time.perf_counter()
-            shuffled = client.persist(frame.shuffle("id", shuffle_method="p2p"))
-            wait(shuffled)
-            runs.append(time.perf_counter() - started)
-            assert len(shuffled) == SHUFFLE_ROWS
-            del shuffled
-    return runs[1:]
+def shuffle_seconds(tag: str, env: dict[str, str], security: Security) -> dict[str, list[float]]:
+    """Seconds of a P2P shuffle of a persisted frame, over TLS and over plain TCP: two clusters
+    of 2 workers from `tag`, up side by side, the runs alternating between them so that the
+    machine's changing load weighs on both alike. One warm-up each, then SHUFFLE_RUNS timed."""
+    with contextlib.ExitStack() as stack:
+        clients = {
+            protocol: stack.enter_context(cluster(tag, env, secure, workers=2))
+            for protocol, secure in (("tls", security), ("tcp", None))
+        }
+        frames, held = {}, {}
+        for protocol, client in clients.items():
+            start, end = SHUFFLE_DAYS
+            frames[protocol] = client.persist(
+                dask.datasets.timeseries(start=start, end=end, freq="1s", seed=0)
+            )
+            wait(frames[protocol])
+            held[protocol] = client.run_on_scheduler(task_count)
+        runs: dict[str, list[float]] = {protocol: [] for protocol in clients}
+        for run in range(1 + SHUFFLE_RUNS):
+            for protocol in sorted(clients, reverse=run % 2 == 1):
+                client = clients[protocol]
+                started = time.perf_counter()
+                shuffled = client.persist(frames[protocol].shuffle("id", shuffle_method="p2p"))
+                wait(shuffled)
+                runs[protocol].append(time.perf_counter() - started)
+                with client.as_current():  # two clients here: len() must ask this one
+                    assert len(shuffled) == SHUFFLE_ROWS
+                del shuffled
+                # the next run has the same keys: wait until the scheduler forgot these, or it
+                # would find them in memory and take no time at all
+                wait_for_tasks(client, held[protocol], timeout=60)
+    return {protocol: seconds[1:] for protocol, seconds in runs.items()}
+
+
+def task_count(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def wait_for_tasks(client: Client, count: int, timeout: float) -> None:
+    """Until the scheduler holds `count` tasks."""
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(task_count) != count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler still holds other than {count} tasks")
+        time.sleep(0.1)
 
 
 def image_bytes(tag: str) -> int:
@@ -231,9 +261,9 @@ def extras(
             )
         )  # fmt: skip
     if "shuffle" in which:
-        tls = shuffle_seconds(images.tags[OURS], env, security)
-        tcp = shuffle_seconds(images.tags[OURS], env, None)
-        found["shuffle_s"] = {"tls": tls, "tcp": tcp}
+        seconds = shuffle_seconds(images.tags[OURS], env, security)
+        tls, tcp = seconds["tls"], seconds["tcp"]
+        found["shuffle_s"] = seconds
         ratio = statistics.median(tls) / statistics.median(tcp)
         lines.append(
             f"P2P shuffle of {SHUFFLE_ROWS:,} rows (dask.datasets.timeseries), 2 workers, "
