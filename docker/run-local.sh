@@ -14,8 +14,9 @@ ca_args=()
 [ -z "$ca" ] || ca_args=(-e DASK_CLUSTER_CA="$(cat "$ca")")
 
 "$docker" rm -f "$name" >/dev/null 2>&1 || true
+# spilled data on a disk volume (kept for the next run), not in /tmp: that tmpfs is RAM
 "$docker" run -d --name "$name" --restart unless-stopped --read-only --tmpfs /tmp \
-  --health-interval 2s -p 8786:8786 -p 8787:8787 -e NUM_WORKERS="$workers" \
+  -v "$name-scratch:/scratch" --health-interval 2s -p 8786:8786 -p 8787:8787 -e NUM_WORKERS="$workers" \
   -e DASK_CLUSTER_CERT="$(cat "$cert")" -e DASK_CLUSTER_KEY="$(cat "$key")" "${ca_args[@]}" \
   "$image" >/dev/null
 
@@ -29,9 +30,19 @@ for _ in $(seq 60); do
 done
 [ "$status" = "running healthy" ] || { "$docker" logs --tail 20 "$name"; echo "not healthy after 60 s" >&2; exit 1; }
 
+echo "cluster '$name' is up: $workers workers; scheduler tls://localhost:8786, dashboard https://localhost:8787"
+if [ -z "${CERT:-}" ]; then
+  cat <<MSG
+a client environment with the image's Python and packages, set up for certs/client.pem:
+  make client, then in .client/bin/python:
+  from distributed import Client
+  client = Client("tls://localhost:8786")
+or, from any environment with dask/distributed of the image's version:
+MSG
+else
+  echo "connect from an environment with dask/distributed of the image's version:"
+fi
 cat <<MSG
-cluster '$name' is up: $workers workers; scheduler tls://localhost:8786, dashboard https://localhost:8787
-connect with a client of the image's dask/distributed version:
   from distributed import Client
   from distributed.security import Security
   sec = Security(tls_ca_file="$client_ca", tls_client_cert="$client_cert",

@@ -64,4 +64,6 @@ def parser() -> argparse.ArgumentParser:
 def run_client_config(args: argparse.Namespace) -> int:
     path = client.write_config(args.certs, args.client, args.out)
     print(f"wrote {path}: Client('tls://HOST:8786') now uses {args.certs}/{args.client}.pem")
+    if path.parent != client.DEFAULT_CONFIG.expanduser().parent and client.from_image():
+        print(f"move it where dask looks: mkdir -p ~/.config/dask && mv {path} ~/.config/dask/")
     return 0

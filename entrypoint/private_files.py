@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from entrypoint.errors import StartupError
+from entrypoint.mounts import filesystem_type
 
 # /dev/shm is a tmpfs in every Docker container, and stays writable under --read-only. It is the
 # host's under --ipc=host, and one container's is shared under --ipc=container:NAME.
@@ -36,14 +37,6 @@ def shm_is_the_hosts() -> bool:
         return IPC_NAMESPACE.stat().st_ino == HOST_IPC_NAMESPACE
     except OSError:
         return False
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path`: that of its longest mount point."""
-    import psutil  # distributed's dependency; imported here, only the entrypoint needs it
-
-    holding = [p for p in psutil.disk_partitions(all=True) if path.is_relative_to(p.mountpoint)]
-    return max(holding, key=lambda p: len(p.mountpoint)).fstype if holding else ""
 
 
 def require_tmpfs(directory: Path) -> None:

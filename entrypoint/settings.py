@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,8 @@ DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
 HTTP_CLIENT_CERT_VAR = "HTTP_CLIENT_CERT"
 ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
+# dask's `temporary-directory`: workers spill under it, in dask-scratch-space/ (the image: /scratch)
+SCRATCH_VAR = "DASK_TEMPORARY_DIRECTORY"
 ROLES = ("all", "scheduler", "worker")
 SCHEDULER_PORT = 8786
 LOCAL_SCHEDULER = f"tls://127.0.0.1:{SCHEDULER_PORT}"
@@ -66,6 +69,7 @@ class Settings:
     http_client_cert: bool = True
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
+    scratch_dir: str = field(default_factory=tempfile.gettempdir)  # as distributed falls back
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
@@ -80,6 +84,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         http_client_cert=_http_client_cert(environ),
         role=role,
         scheduler_address=scheduler_address,
+        scratch_dir=environ.get(SCRATCH_VAR, "").strip() or tempfile.gettempdir(),
     )
 
 

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from entrypoint import settings, tls
+from entrypoint import scratch, settings, tls
 from entrypoint.cluster import (
     CA_FILE,
     CERT_FILE,
@@ -94,6 +94,8 @@ def prepare(directory: Path) -> dict[str, str]:
             del os.environ[name]
     checked = settings.from_environ(environ)
     material = tls.check(checked.pems, datetime.now(UTC))
+    if checked.role != "scheduler":
+        scratch.check(Path(checked.scratch_dir))
     require_tmpfs(directory)
     if shm_is_the_hosts():
         log.warning(

@@ -385,6 +385,11 @@ BAD_INPUTS = [
             ("DASK_INTERNAL_INHERIT_CONFIG", "e30=", "the whole configuration"),
         )
     ),
+    BadInput(
+        "scratch-missing",
+        changed(DASK_TEMPORARY_DIRECTORY="/nonexistent/scratch"),
+        "DASK_TEMPORARY_DIRECTORY: the workers' scratch space /nonexistent/scratch is not writable",
+    ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}
 assert len(BY_ID) == len(BAD_INPUTS)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.certs import new_cluster
+from tests.client_env import ROOT, make_client
 from tests.containers import Container, docker_available
 from tests.material import ClusterMaterial, write_pem_files
 
@@ -64,3 +66,17 @@ def pems(tmp_path_factory: pytest.TempPathFactory, material: ClusterMaterial) ->
         seed=material.seed.cert_pem,
         seed_key=material.seed.key_pem,
     )
+
+
+@pytest.fixture(scope="session")
+def client_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `certs new` writes: a CA, the cluster's certificate, a client's (`client`)."""
+    certs = tmp_path_factory.mktemp("client-certs")
+    new_cluster(certs, days=90)
+    return certs
+
+
+@pytest.fixture(scope="session")
+def client_python(image: str, client_certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a client environment made by `make client` for the image under test."""
+    return make_client(ROOT, image, tmp_path_factory.mktemp("client-env") / "venv", client_certs)

@@ -259,7 +259,7 @@ def test_a_chain_just_under_the_limits_computes(
     "row",
     ["key-unset", "cert-garbage", "key-of-another-cert", "expired", "cert-of-another-ca",
      "passphrase-wrong", "key-file-missing", "memory-over-the-limit", "memory-infinite",
-     "ca-file-device"],
+     "ca-file-device", "scratch-missing"],
 )  # fmt: skip
 def test_bad_input_stops_the_container_at_once(
     image: str, material: ClusterMaterial, row: str

@@ -114,6 +114,20 @@ def test_client_computes_across_worker_containers(deployment: Deployment) -> Non
         assert sum(client.gather(client.map(lambda x: x + 1, range(100)))) == 5050
 
 
+def test_direct_to_workers_from_the_docker_host(deployment: Deployment) -> None:
+    """Worker containers listen on their network's address, which the Docker host reaches: a
+    host client scatters straight to the workers and gathers straight from them (README)."""
+    with connect(
+        f"tls://{deployment.ip('scheduler')}:8786", deployment.certs, timeout="30s",
+        direct_to_workers=True,
+    ) as client:  # fmt: skip
+        client.wait_for_workers(2, timeout=90)
+        workers = client.scheduler_info()["workers"]
+        assert not any(address.startswith("tls://127.") for address in workers)
+        futures = client.scatter(list(range(20)), direct=True)
+        assert client.gather(futures, direct=True) == list(range(20))
+
+
 def test_intruder_is_refused_by_scheduler_and_every_worker(
     deployment: Deployment, image: str, tmp_path: Path
 ) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from entrypoint import private_files
 from entrypoint.errors import StartupError
+from entrypoint.mounts import filesystem_type
 from entrypoint.private_files import (
-    filesystem_type,
     private_dir,
     remove_private_files,
     require_tmpfs,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -106,16 +107,17 @@ def test_client_config_and_connect_reach_the_real_cluster(
         plain = (
             "from distributed import Client\n"
             f"with Client('tls://127.0.0.1:{container.port()}', timeout='20s') as c:\n"
-            "    print(c.submit(sum, [20, 22]).result())\n"
+            "    print(c.submit(sum, [20, 22]).result(), c.dashboard_link)\n"
         )
         only_the_config = {"DASK_CONFIG": str(config_dir), "PATH": "/usr/bin"}
         result = subprocess.run(
             [sys.executable, "-W", "ignore", "-c", plain], env=only_the_config,
             capture_output=True, text=True, timeout=60, cwd=ROOT,
         )  # fmt: skip
-        assert result.stdout.strip() == "42", result.stderr
+        assert result.stdout.split() == ["42", "https://127.0.0.1:8787/status"], result.stderr
         with connect(container.address, issued, "alice", timeout="20s") as client:
             assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+            assert client.dashboard_link == "https://127.0.0.1:8787/status"
     finally:
         container.remove()
 
@@ -308,3 +310,51 @@ def test_the_image_refuses_bad_arguments_in_one_line(image: str, tmp_path: Path,
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
     assert list((mounted / "read-only").iterdir()) == []
+
+
+def test_client_config_names_a_missing_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong --certs or --client: one line naming the file, exit 1, nothing written."""
+    out = tmp_path / "dask-tls.yaml"
+    assert main(["client-config", "--certs", str(tmp_path), "--out", str(out)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"dask-tls: {tmp_path / 'ca.pem'} does not exist")
+    assert not out.exists()
+
+
+@pytest.mark.container
+@pytest.mark.parametrize(
+    ("mount", "out", "refused"),
+    [("same-path", "dask-tls.yaml", None),
+     ("other-path", "dask-tls.yaml", "/w/certs/ca.pem is a container path"),
+     ("same-path", "~/.config/dask/dask-tls.yaml", "dask-tls.yaml is inside the container")],
+    ids=["same-path", "other-path", "default-out"],
+)  # fmt: skip
+def test_client_config_from_the_image_writes_host_paths_or_refuses(
+    image: str, issued: Path, tmp_path: Path, mount: str, out: str, refused: str | None
+) -> None:
+    """Run from the image as the README shows (-v "$PWD:$PWD" -w "$PWD"), the config and the
+    paths in it are the host's; any other way, one line names the path that would not work."""
+    work = tmp_path / "project"
+    (work / "certs").mkdir(parents=True)
+    for name in ("ca.pem", "alice.pem", "alice-key.pem"):
+        (work / "certs" / name).write_bytes((issued / name).read_bytes())
+    inside = str(work) if mount == "same-path" else "/w"
+    result = docker(
+        "run", "--rm", "-u", f"{os.getuid()}:{os.getgid()}", "-v", f"{work}:{inside}",
+        "-w", inside, image, "client-config", "--certs", "certs", "--client", "alice",
+        "--out", out, check=False,
+    )  # fmt: skip
+    if refused:
+        assert result.returncode == 1 and result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert refused in line and '-v "$PWD:$PWD" -w "$PWD"' in line
+        assert not (work / "dask-tls.yaml").exists()
+        return
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((work / "dask-tls.yaml").read_text())["distributed"]
+    tls = config["comm"]["tls"]
+    assert tls["ca-file"] == str(work / "certs" / "ca.pem")
+    assert Path(tls["client"]["cert"]).is_file() and Path(tls["client"]["key"]).is_file()
+    assert config["dashboard"]["link"].startswith("https://")
