@@ -35,7 +35,7 @@ from dask.utils import format_bytes, parse_bytes
 from distributed import Client, wait
 from distributed.security import Security
 
-from entrypoint.certs import Issued, issue, new_key
+from entrypoint.tools.certs import Issued, issue, new_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = os.environ.get("DOCKER") or (

@@ -50,19 +50,18 @@ Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
 Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
 NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key).
 Tools (docker run --rm IMAGE COMMAND --help): certs new|renew|inspect, client-config, gce."""
-TOOLS = {"certs", "client-config", "gce"}
 
 log = logging.getLogger("entrypoint")
 
 
-def main(argv: list[str]) -> int:
-    if argv[1:2] and argv[1] in TOOLS:
-        from entrypoint import cli
+def usage(args: list[str]) -> int:
+    """`--help`: the variables, exit 0; any other argument that is not a tool's: a usage error."""
+    print(USAGE, file=sys.stdout if args == ["--help"] else sys.stderr)
+    return EXIT_OK if args == ["--help"] else EXIT_USAGE
 
-        return cli.main(argv[1:])
-    if argv[1:]:
-        print(USAGE, file=sys.stderr if argv[1:] != ["--help"] else sys.stdout)
-        return EXIT_OK if argv[1:] == ["--help"] else EXIT_USAGE
+
+def main() -> int:
+    """Validate, write the private files, exec PID 1's supervisor: returns only on a failure."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from entrypoint.certs import Issued, issue, new_key
+from entrypoint.tools.certs import Issued, issue, new_key
 from tests.material import ClusterMaterial, chain_of, padding, pem_of
 
 Env = dict[str, str]

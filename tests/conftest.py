@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.certs import new_cluster
+from entrypoint.tools.certs import new_cluster
 from tests.client_env import ROOT, make_client
 from tests.containers import Container, docker_available
 from tests.material import ClusterMaterial, write_pem_files

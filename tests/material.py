@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from distributed.security import Security
 
-from entrypoint.certs import Issued, issue, new_key
+from entrypoint.tools.certs import Issued, issue, new_key
 
 # an OID of our own under 2.25 (a UUID, X.667): an extension no TLS stack knows, only size
 PADDING_OID = x509.ObjectIdentifier("2.25.27830714112196959896331082400113807990")

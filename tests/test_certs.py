@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from entrypoint import settings, tls
-from entrypoint.certs import Issued, issue
-from entrypoint.cli import main
+from entrypoint.tools.certs import Issued, issue
+from entrypoint.tools.cli import main
 from tests.containers import Container
 from tests.material import blogs_certificate
 

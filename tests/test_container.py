@@ -16,7 +16,6 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
-from entrypoint.certs import Issued, issue
 from entrypoint.errors import EXIT_CONFIG
 from entrypoint.tls import (
     MAX_AUTHORITIES,
@@ -24,6 +23,7 @@ from entrypoint.tls import (
     MAX_CHAIN_BYTES,
     MAX_CHAIN_CERTIFICATES,
 )
+from entrypoint.tools.certs import Issued, issue
 from tests.bad_inputs import BY_ID
 from tests.containers import Container, docker, unexpected_tracebacks
 from tests.material import ClusterMaterial, chain_of, client_security, der_size, padding, pem_of

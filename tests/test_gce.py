@@ -30,10 +30,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from distributed import Client
 
-from entrypoint.certs import Issued, issue, new_cluster
-from entrypoint.cli import main
-from entrypoint.client import connect
-from entrypoint.gce import ROLES, SERVICE, Deployment, user_data
+from entrypoint.tools.certs import Issued, issue, new_cluster
+from entrypoint.tools.cli import main
+from entrypoint.tools.client import connect
+from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
 from tests.containers import DOCKER, docker
 
 PROJECT, TOKEN = "test-project", "test-token"

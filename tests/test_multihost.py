@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from entrypoint.certs import issue, new_cluster
-from entrypoint.client import connect
+from entrypoint.tools.certs import issue, new_cluster
+from entrypoint.tools.client import connect
 from tests.containers import docker
 
 pytestmark = pytest.mark.container

@@ -16,8 +16,8 @@ from cryptography import x509
 from distributed import Client, as_completed
 from distributed.security import Security
 
-from entrypoint.certs import ClusterSet, issue, new_cluster
 from entrypoint.rotation import expiry_line
+from entrypoint.tools.certs import ClusterSet, issue, new_cluster
 from tests.containers import Container, docker
 
 pytestmark = pytest.mark.container

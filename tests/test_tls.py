@@ -8,10 +8,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from entrypoint.certs import issue, new_key
 from entrypoint.errors import ConfigError
 from entrypoint.settings import Pems
 from entrypoint.tls import check
+from entrypoint.tools.certs import issue, new_key
 from tests.material import ClusterMaterial
 
 

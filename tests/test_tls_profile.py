@@ -20,7 +20,7 @@ import pytest
 from distributed import Client
 from distributed.comm.addressing import get_address_host_port
 
-from entrypoint.certs import issue, new_key
+from entrypoint.tools.certs import issue, new_key
 from tests.containers import Container
 from tests.material import ClusterMaterial, client_security
 

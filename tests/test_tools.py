@@ -15,9 +15,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from entrypoint import certs_tool, settings, tls
-from entrypoint.cli import main
-from entrypoint.client import connect
+from entrypoint import settings, tls
+from entrypoint.tools import image
+from entrypoint.tools.cli import main
+from entrypoint.tools.client import connect
 from tests.containers import DOCKER, Container, docker
 
 ROOT = Path(__file__).parents[1]
@@ -202,7 +203,7 @@ def test_inspect_refuses_a_missing_file_in_one_line(
 @pytest.fixture
 def in_image(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """As in the image: the variable its Dockerfile sets, the user's folder the working one."""
-    monkeypatch.setenv(certs_tool.IN_IMAGE_VAR, "1")
+    monkeypatch.setenv(image.IN_IMAGE_VAR, "1")
     mounted = tmp_path / "mounted"
     mounted.mkdir()
     monkeypatch.chdir(mounted)
@@ -226,11 +227,11 @@ def test_in_the_image_its_own_working_directory_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Run in the image with no folder mounted, certs new says to mount one."""
-    monkeypatch.setenv(certs_tool.IN_IMAGE_VAR, "1")
-    monkeypatch.chdir(certs_tool.APP_DIR)
+    monkeypatch.setenv(image.IN_IMAGE_VAR, "1")
+    monkeypatch.chdir(image.APP_DIR)
     says = refusal(capsys, ["certs", "new", "--out", "never-written"])
     assert says.startswith("--out never-written: the working directory is the image's own")
-    assert not (certs_tool.APP_DIR / "never-written").exists()
+    assert not (image.APP_DIR / "never-written").exists()
 
 
 def test_paths_print_relative_to_the_working_directory(

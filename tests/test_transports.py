@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from distributed import Client
 
-from entrypoint.certs import issue, new_key
+from entrypoint.tools.certs import issue, new_key
 from tests.containers import Container
 from tests.material import ClusterMaterial, client_security, write_pem_files
 

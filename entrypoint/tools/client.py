@@ -10,6 +10,7 @@ import yaml
 
 from entrypoint.errors import ToolError
 from entrypoint.mounts import mount_of
+from entrypoint.tools.image import in_image
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -19,14 +20,9 @@ DEFAULT_CONFIG = Path("~/.config/dask/dask-tls.yaml")
 # HTTPS (the image's default, DASHBOARD_PROTOCOL=https)
 DASHBOARD_LINK = "https://{host}:{port}/status"
 SAME_PATH_MOUNT = '-v "$PWD:$PWD" -w "$PWD"'
+
+
 # where the Dockerfile puts this package: run from there, the tool runs inside the image
-IMAGE_APP_DIR = Path("/opt/app")
-
-
-def from_image() -> bool:
-    return Path(__file__).resolve().parents[1] == IMAGE_APP_DIR
-
-
 def tls_config(certs: Path, client: str = "client") -> dict[str, Any]:
     """Dask config: require encryption and use `certs`/{ca,<client>,<client>-key}.pem; dashboard
     links in https."""
@@ -74,7 +70,7 @@ def require_host_path(path: Path) -> None:
     """From a checkout, any path. From the image, `path` must lie on a host directory mounted at
     the same path: otherwise the file is lost with the container, or the path written into the
     config names nothing on the host."""
-    if not from_image():
+    if not in_image():
         return
     mount = mount_of(path)
     if mount.point == "/" or mount.fstype == "tmpfs":

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from entrypoint import certs, gce, gcloud
 from entrypoint.errors import ConfigError, StartupError
+from entrypoint.tools import certs, gce, gcloud
 
 # a project ID, and a name that must do as a service account's ID: 6 to 30 of a-z, 0-9 and -
 GCE_NAME = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")

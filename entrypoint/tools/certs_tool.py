@@ -17,12 +17,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from entrypoint import certs
 from entrypoint.errors import ToolError
+from entrypoint.tools import certs
+from entrypoint.tools.image import APP_DIR, in_image
 
 # set in the image (Dockerfile): the files here are the container's, the user's only where mounted
-IN_IMAGE_VAR = "IN_DASK_TLS_IMAGE"
-APP_DIR = Path(__file__).resolve().parents[1]  # the image's WORKDIR: nothing of the user's
 MOUNT_HINT = (
     'mount your folder at the same path: docker run --rm -u "$(id -u)" -v "$PWD:$PWD" -w "$PWD"'
 )
@@ -171,7 +170,7 @@ def checked_clients(clients: list[str]) -> tuple[str, ...]:
 
 def users_folder(folder: Path, flag: str) -> None:
     """In the image, refuse a folder that is not the user's: one not under the mounted one."""
-    if not os.environ.get(IN_IMAGE_VAR):
+    if not in_image():
         return
     cwd = Path.cwd().resolve()
     if cwd == APP_DIR:

@@ -3,7 +3,7 @@ instance group of worker VMs, and the commands that resize and delete such a clu
 
 from __future__ import annotations
 
-from entrypoint.gce import Deployment
+from entrypoint.tools.gce import Deployment
 
 COS = ["--image-family", "cos-stable", "--image-project", "cos-cloud"]
 FILES = {"cert": "cluster.pem", "key": "cluster-key.pem", "ca": "ca.pem"}  # what `certs new` wrote

@@ -7,8 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from entrypoint import certs_tool, client, gce_tool
 from entrypoint.errors import ToolError
+from entrypoint.tools import certs_tool, client, gce_tool
+from entrypoint.tools.image import in_image
+
+COMMANDS = ("certs", "client-config", "gce")
 
 
 def main(argv: list[str]) -> int:
@@ -64,6 +67,6 @@ def parser() -> argparse.ArgumentParser:
 def run_client_config(args: argparse.Namespace) -> int:
     path = client.write_config(args.certs, args.client, args.out)
     print(f"wrote {path}: Client('tls://HOST:8786') now uses {args.certs}/{args.client}.pem")
-    if path.parent != client.DEFAULT_CONFIG.expanduser().parent and client.from_image():
+    if path.parent != client.DEFAULT_CONFIG.expanduser().parent and in_image():
         print(f"move it where dask looks: mkdir -p ~/.config/dask && mv {path} ~/.config/dask/")
     return 0
