@@ -26,4 +26,6 @@ class ToolError(Exception):
     """An operator tool (`certs`, ...) was asked for something it cannot do: the message is one
     line naming what is wrong and how to fix it; `cli.main` prints it, never a traceback."""
 
-    exit_code = EXIT_FAILURE
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -547,7 +547,7 @@ def test_options_gcloud_would_refuse_are_refused_first(
     option, exit 78."""
     assert main([*CLUSTER, *args]) == 78
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith(args[0] + ":")
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"dask-tls: {args[0]}:")
 
 
 def test_legacy_path_is_marked_deprecated(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from entrypoint.errors import ConfigError, StartupError
+from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
 
 # a project ID, and a name that must do as a service account's ID: 6 to 30 of a-z, 0-9 and -
@@ -52,11 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        commands, cleanup = gce_commands(args)
-    except StartupError as error:
-        print(error, file=sys.stderr)
-        return error.exit_code
+    commands, cleanup = gce_commands(args)
     if not args.apply:
         print("\n".join(shlex.join(command) for command in commands))
         return 0
@@ -65,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def gce_commands(args: argparse.Namespace) -> tuple[list[gcloud.Command], str]:
     """The commands to print or run, and the one that undoes them ("" when there is none).
-    Raises StartupError before anything is written."""
+    Raises ToolError before anything is written."""
     many = args.worker_vms is not None or args.resize is not None or args.delete
     deployment = gce_deployment(args, many)
     if args.resize is not None:
@@ -74,14 +70,14 @@ def gce_commands(args: argparse.Namespace) -> tuple[list[gcloud.Command], str]:
         return gcloud.delete(deployment), ""
     for option, value in (("--image", args.image), ("--source-range", args.source_ranges)):
         if not value:
-            raise ConfigError(option, "is needed to create VMs", "give it (see gce --help)")
+            raise refusal(option, "is needed to create VMs", "give it (see gce --help)")
     if args.legacy and many:
-        raise ConfigError("--legacy", "makes one VM only", "leave out --worker-vms")
+        raise refusal("--legacy", "makes one VM only", "leave out --worker-vms")
     for cidr in args.source_ranges:
         try:
             everyone = ipaddress.ip_network(cidr, strict=False).prefixlen == 0
         except ValueError:
-            raise ConfigError("--source-range", f"{cidr[:50]!r} is not an address range",
+            raise refusal("--source-range", f"{cidr[:50]!r} is not an address range",
                               "give one like 203.0.113.7/32") from None  # fmt: skip
         if everyone:
             print(f"warning: {cidr} opens the cluster's ports to the whole internet",
@@ -101,10 +97,10 @@ def gce_commands(args: argparse.Namespace) -> tuple[list[gcloud.Command], str]:
 
 def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
     if not GCE_NAME.fullmatch(args.name):
-        raise ConfigError("--name", f"{args.name[:40]!r} cannot name a service account",
+        raise refusal("--name", f"{args.name[:40]!r} cannot name a service account",
                           "use 6 to 30 of a-z, 0-9 and -, starting with a letter")  # fmt: skip
     if many and not GCE_NAME.fullmatch(args.project):
-        raise ConfigError("--project", f"{args.project[:40]!r} is not a project ID",
+        raise refusal("--project", f"{args.project[:40]!r} is not a project ID",
                           "give the ID (6 to 30 of a-z, 0-9 and -), not the name")  # fmt: skip
     secrets = {"cert": f"{args.name}-cert", "key": f"{args.name}-key", "ca": f"{args.name}-ca"}
     if args.no_ca:
@@ -144,21 +140,21 @@ def cluster_commands(
 
 def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool) -> str:
     """A line for the user when the cluster certificate names the scheduler's internal DNS name,
-    or is still to be made (not if the commands are to run now); StartupError otherwise."""
+    or is still to be made (not if the commands are to run now); ToolError otherwise."""
     host = deployment.scheduler_host
     make = f"certs new --out {shlex.quote(str(directory))} --name {host}"
     path = directory / "cluster.pem"
     files = [directory / gcloud.FILES[part] for part in deployment.secrets]
     if apply and (missing := [file for file in files if not file.exists()]):
-        raise ConfigError("--certs", f"there is no {missing[0]}", f"make the set with: {make}")
+        raise refusal("--certs", f"there is no {missing[0]}", f"make the set with: {make}")
     if not path.exists():
         return f"the cluster certificate must name {host}; make it with: {make}"
     try:
         names = certs.names_in(path.read_bytes())
     except ValueError:
-        raise ConfigError("--certs", f"{path} holds no PEM certificate", make) from None
+        raise refusal("--certs", f"{path} holds no PEM certificate", make) from None
     if host.lower() not in {name.lower() for name in names}:
-        raise ConfigError("--certs", f"{path} does not name {host} (the workers' way to the "
+        raise refusal("--certs", f"{path} does not name {host} (the workers' way to the "
                           "scheduler)", f"issue it again with: {make}")  # fmt: skip
     return f"{path} names {host}, the workers' way to the scheduler"
 
@@ -189,3 +185,8 @@ def _count(least: int) -> Callable[[str], int]:
         return int(text)
 
     return count
+
+
+def refusal(option: str, problem: str, fix: str) -> ToolError:
+    """A gcloud command would fail on this option: say so first, exit 78 (a configuration error)."""
+    return ToolError(f"{option}: {problem}; {fix}", EXIT_CONFIG)
