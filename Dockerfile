@@ -38,18 +38,21 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
+# The image's contract (entrypoint/contract.py; tests/test_contract.py checks these are the same):
+# its user, its spill directory, its ports.
+ARG UID=10001 SCRATCH=/scratch SCHEDULER_PORT=8786 DASHBOARD_PORT=8787
 LABEL org.opencontainers.image.title="dask-tls" \
       org.opencontainers.image.description="A TLS-only Dask scheduler and N workers, certificate and key from the environment" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="BSD-3-Clause"
 RUN set -eux; \
-    groupadd --gid 10001 dask; \
-    useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dask; \
+    groupadd --gid "$UID" dask; \
+    useradd --uid "$UID" --gid "$UID" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dask; \
     # no setuid/setgid program: nothing in the container can gain privileges through one
     find / -xdev -type f -perm /6000 -exec chmod a-s {} +; \
-    # the workers' scratch space (spilled data): uid 10001's, and group 0's for any --user N:0
-    mkdir -m 0770 /scratch; \
-    chown 10001:0 /scratch
+    # the workers' scratch space (spilled data): the user's, and group 0's for any --user N:0
+    mkdir -m 0770 "$SCRATCH"; \
+    chown "$UID:0" "$SCRATCH"
 COPY --from=build /opt/venv /opt/venv
 # Code is owned by root and read-only for the runtime user.
 COPY entrypoint/ /opt/app/entrypoint/
@@ -62,12 +65,12 @@ RUN set -eux; \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DASK_TEMPORARY_DIRECTORY=/scratch \
+    DASK_TEMPORARY_DIRECTORY=${SCRATCH} \
     IN_DASK_TLS_IMAGE=1
-VOLUME /scratch
+VOLUME ${SCRATCH}
 WORKDIR /opt/app
-USER 10001:10001
-EXPOSE 8786 8787
+USER ${UID}:${UID}
+EXPOSE ${SCHEDULER_PORT} ${DASHBOARD_PORT}
 STOPSIGNAL SIGTERM
 # Proves the scheduler answers over mutual TLS with all workers registered. `env -i`: the check runs
 # without the container's environment, so it never holds the PEM (docker exec would hand it over).

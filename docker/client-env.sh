@@ -12,6 +12,8 @@ export PIP_QUIET=${PIP_QUIET:-1}  # pip's progress bars would bury the result
 version='import platform; print(platform.python_version())'
 
 wanted=$("$docker" run --rm --entrypoint python "$image" -c "$version")
+# the image's port (entrypoint/contract.py), for the example below
+eval "$("$docker" run --rm --entrypoint python "$image" -m entrypoint.contract)"
 minor=${wanted%.*}
 
 if [ -n "${PYTHON:-}" ]; then
@@ -51,7 +53,7 @@ client environment $venv: Python $python_version, the image's packages (groups: 
 dask config $venv/etc/dask/dask-tls.yaml: mutual TLS with $certs/$client.pem, dashboard links in https
 use it (source $venv/bin/activate, or $venv/bin/python):
   from distributed import Client
-  client = Client("tls://localhost:8786")       # or tls://HOST:8786
+  client = Client("tls://localhost:$SCHEDULER_PORT")       # or tls://HOST:$SCHEDULER_PORT
   client.get_versions(check=True)               # the same versions as the cluster
   client.dashboard_link
 MSG

@@ -11,12 +11,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from entrypoint.contract import (
+    CA_FILE,
+    CERT_FILE,
+    DASHBOARD_PORT,
+    KEY_FILE,
+    PLAN_FILE,
+    SCHEDULER_PORT,
+    SECRET_PREFIX,
+)
 from entrypoint.dask_config import HOOKS, as_environment, fixed_config
+from entrypoint.errors import StartupError
 from entrypoint.settings import LOCAL_SCHEDULER, Settings
 
-SCHEDULER_PORT = 8786
-DASHBOARD_PORT = 8787
-CERT_FILE, KEY_FILE, CA_FILE, PLAN_FILE = "cert.pem", "key.pem", "ca.pem", "plan.json"
 # Variables a child may inherit; everything else (the secrets above all) is dropped.
 PASSED_VARIABLES = {
     "PATH",
@@ -27,8 +34,9 @@ PASSED_VARIABLES = {
     "PYTHONUNBUFFERED",
     "PYTHONDONTWRITEBYTECODE",
 }
-PASSED_PREFIX, SECRET_PREFIX = "DASK_", "DASK_CLUSTER_"
+PASSED_PREFIX = "DASK_"
 LOG_FORMAT = "%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"
+PLAN_VERSION = 1  # of plan.json: raise it when its fields change meaning
 OPENSSL_CONF = Path(__file__).with_name("openssl.cnf")  # the key-exchange groups of our TLS profile
 
 
@@ -45,6 +53,7 @@ class Plan:
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
     secret_files: dict[str, str] = field(default_factory=dict)  # NAME_FILE: path, read on SIGHUP
     expires: str = ""  # the served certificate's expiry, ISO 8601 UTC
+    version: int = PLAN_VERSION
 
     @classmethod
     def of(cls, directory: Path, settings: Settings, expires: datetime) -> Plan:
@@ -74,7 +83,14 @@ class Plan:
 
     @classmethod
     def load(cls, directory: Path) -> Plan:
-        return cls(**json.loads((directory / PLAN_FILE).read_text()))
+        """The plan the entrypoint wrote; StartupError if another version of the image wrote it."""
+        fields = json.loads((directory / PLAN_FILE).read_text())
+        if fields.get("version") != PLAN_VERSION:
+            raise StartupError(
+                f"{directory / PLAN_FILE} is of version {fields.get('version')}, not "
+                f"{PLAN_VERSION}: written by another version of the image; restart the container"
+            )
+        return cls(**fields)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

@@ -3,6 +3,7 @@ operator tools report user errors under."""
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 64  # EX_USAGE: an argument the entrypoint does not know
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: the configuration is wrong, retrying will not help
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from distributed.core import rpc
 from distributed.security import Security
 
-from entrypoint.cluster import CA_FILE, CERT_FILE, KEY_FILE, Plan
+from entrypoint.cluster import Plan
+from entrypoint.contract import CA_FILE, CERT_FILE, KEY_FILE
 from entrypoint.errors import StartupError
 from entrypoint.private_files import private_dir
 from entrypoint.rotation import expiry_line
@@ -57,8 +58,11 @@ def check(plan: Plan) -> str | None:
 def main() -> int:
     try:
         plan = Plan.load(private_dir())
-    except (FileNotFoundError, StartupError):
+    except FileNotFoundError:
         print("unhealthy: the cluster has not started")
+        return 1
+    except StartupError as error:
+        print(f"unhealthy: {error}")
         return 1
     problem = check(plan)
     soon, expiry = expiry_line(plan.expiry, datetime.now(UTC))

@@ -10,6 +10,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from entrypoint.contract import file_var
 from entrypoint.errors import ConfigError
 
 MAX_SECRET_BYTES = 1 << 20  # a long chain is a few KiB; anything near this is not a PEM
@@ -26,14 +27,14 @@ FILE_KINDS = {
 
 def read_secret(environ: Mapping[str, str], name: str) -> str | None:
     """The text of `name`, or of the file `name`_FILE names; None when neither is set."""
-    file_var = f"{name}_FILE"
-    value, path = environ.get(name, ""), environ.get(file_var, "").strip()
+    file_variable = file_var(name)
+    value, path = environ.get(name, ""), environ.get(file_variable, "").strip()
     if value.strip() and path:
-        raise ConfigError(name, f"is set and so is {file_var}", "set only one of the two")
+        raise ConfigError(name, f"is set and so is {file_variable}", "set only one of the two")
     if path:
-        return _read_file(file_var, path)
+        return _read_file(file_variable, path)
     if name in environ and not value.strip():
-        raise ConfigError(name, "is empty", f"pass a value, or unset it and set {file_var}")
+        raise ConfigError(name, "is empty", f"pass a value, or unset it and set {file_variable}")
     if not value:
         return None
     try:
@@ -125,5 +126,5 @@ def passphrase(environ: Mapping[str, str], name: str) -> bytes | None:
     text = read_secret(environ, name)
     if text is None:
         return None
-    from_file = bool(environ.get(f"{name}_FILE", "").strip())
+    from_file = bool(environ.get(file_var(name), "").strip())
     return (text.removesuffix("\n").removesuffix("\r") if from_file else text).encode()

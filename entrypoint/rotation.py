@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entrypoint import settings
-from entrypoint.cluster import CA_FILE, CERT_FILE, KEY_FILE, PLAN_FILE, Plan
+from entrypoint.cluster import Plan
+from entrypoint.contract import (
+    CA_FILE,
+    CA_VAR,
+    CERT_FILE,
+    CERT_VAR,
+    KEY_FILE,
+    KEY_VAR,
+    PLAN_FILE,
+    file_var,
+)
 from entrypoint.errors import StartupError
 from entrypoint.private_files import replace_private_files
 
@@ -35,18 +45,18 @@ def reload(plan: Plan, now: datetime) -> tuple[Plan, Material]:
     from entrypoint import tls  # cryptography: only the supervisor's reload needs it
 
     files = plan.secret_files
-    for name in (settings.CERT_VAR, settings.KEY_VAR):
-        if f"{name}_FILE" not in files:
+    for name in (CERT_VAR, KEY_VAR):
+        if file_var(name) not in files:
             raise ReloadRefused(
                 f"{name} was given as a value, which a running container cannot change: "
-                f"give it as {name}_FILE (a mounted file) to rotate without a restart"
+                f"give it as {file_var(name)} (a mounted file) to rotate without a restart"
             )
     running_ca = Path(plan.path(CA_FILE)).read_bytes()
     # a CA or passphrase given as a value is not in our environment any more: the CA cannot
     # change anyway, and an encrypted key then says which variable is missing
-    environ = {settings.CA_VAR: running_ca.decode(), **files}
-    if f"{settings.CA_VAR}_FILE" in files:
-        del environ[settings.CA_VAR]
+    environ = {CA_VAR: running_ca.decode(), **files}
+    if file_var(CA_VAR) in files:
+        del environ[CA_VAR]
     material = tls.check(settings.read_pems(environ), now)
     if material.ca_pem != running_ca:
         raise ReloadRefused(

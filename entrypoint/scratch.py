@@ -10,11 +10,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from entrypoint.contract import SCRATCH, SCRATCH_VAR
 from entrypoint.errors import ConfigError
 from entrypoint.mounts import filesystem_type
-from entrypoint.settings import SCRATCH_VAR
 
-VOLUME_FIX = "mount a disk volume there, e.g. -v dask-scratch:/scratch"
+VOLUME_FIX = f"mount a disk volume there, e.g. -v dask-scratch:{SCRATCH}"
 
 log = logging.getLogger("entrypoint")
 

@@ -10,24 +10,27 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from entrypoint import intake
+from entrypoint.contract import (
+    CA_VAR,
+    CERT_VAR,
+    DASHBOARD_VAR,
+    HTTP_CLIENT_CERT_VAR,
+    KEY_VAR,
+    MEMORY_VAR,
+    PASSPHRASE_VAR,
+    ROLE_VAR,
+    SCHEDULER_ADDRESS_VAR,
+    SCHEDULER_PORT,
+    SCRATCH_VAR,
+    SECRET_VARS,
+    THREADS_VAR,
+    WORKERS_VAR,
+    file_var,
+)
 from entrypoint.dask_config import TLS_MIN_VERSION, overriding, variable
 from entrypoint.errors import ConfigError
 
-CERT_VAR = "DASK_CLUSTER_CERT"
-KEY_VAR = "DASK_CLUSTER_KEY"
-CA_VAR = "DASK_CLUSTER_CA"
-PASSPHRASE_VAR = "DASK_CLUSTER_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
-WORKERS_VAR = "NUM_WORKERS"
-THREADS_VAR = "THREADS_PER_WORKER"
-MEMORY_VAR = "MEMORY_PER_WORKER"
-DASHBOARD_VAR = "DASHBOARD_PROTOCOL"
-HTTP_CLIENT_CERT_VAR = "HTTP_CLIENT_CERT"
-ROLE_VAR = "DASK_ROLE"
-SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
-# dask's `temporary-directory`: workers spill under it, in dask-scratch-space/ (the image: /scratch)
-SCRATCH_VAR = "DASK_TEMPORARY_DIRECTORY"
 ROLES = ("all", "scheduler", "worker")
-SCHEDULER_PORT = 8786
 LOCAL_SCHEDULER = f"tls://127.0.0.1:{SCHEDULER_PORT}"
 
 MAX_WORKERS = 256
@@ -99,7 +102,7 @@ def read_pems(environ: Mapping[str, str]) -> Pems:
 
 def secret_files(environ: Mapping[str, str]) -> dict[str, str]:
     """{NAME_FILE: path} for each secret given as a file."""
-    names = (f"{name}_FILE" for name in (CERT_VAR, KEY_VAR, CA_VAR, PASSPHRASE_VAR))
+    names = (file_var(name) for name in SECRET_VARS)
     return {name: environ[name].strip() for name in names if environ.get(name, "").strip()}
 
 
@@ -120,7 +123,7 @@ def _role(environ: Mapping[str, str]) -> tuple[str, str]:
         raise ConfigError(
             SCHEDULER_ADDRESS_VAR,
             "is not set, and DASK_ROLE=worker needs it",
-            "set tls://HOST:8786",
+            f"set tls://HOST:{SCHEDULER_PORT}",
         )
     return role, _tls_address(address)
 
@@ -130,7 +133,7 @@ def _tls_address(text: str) -> str:
     `tls://...`, as distributed writes addresses; any other scheme is refused."""
     from distributed.comm.addressing import parse_host_port, unparse_host_port
 
-    fix = "set it to tls://HOST:8786"
+    fix = f"set it to tls://HOST:{SCHEDULER_PORT}"
     scheme, separator, rest = text.partition("://")
     if not separator:
         scheme, rest = "tls", text

@@ -15,17 +15,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from entrypoint import scratch, settings, tls
-from entrypoint.cluster import (
+from entrypoint.cluster import LOG_FORMAT, Plan, clean_environment
+from entrypoint.contract import (
     CA_FILE,
+    CA_VAR,
     CERT_FILE,
+    CERT_VAR,
+    DASHBOARD_PORT,
+    DASHBOARD_VAR,
+    HTTP_CLIENT_CERT_VAR,
     KEY_FILE,
-    LOG_FORMAT,
+    KEY_VAR,
+    MEMORY_VAR,
+    PASSPHRASE_VAR,
     PLAN_FILE,
+    ROLE_VAR,
+    SCHEDULER_ADDRESS_VAR,
+    SCHEDULER_PORT,
+    SCRATCH,
+    SCRATCH_VAR,
     SECRET_PREFIX,
-    Plan,
-    clean_environment,
+    THREADS_VAR,
+    WORKERS_VAR,
+    file_var,
 )
-from entrypoint.errors import EXIT_FAILURE, EXIT_OK, StartupError
+from entrypoint.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, StartupError
 from entrypoint.private_files import (
     private_dir,
     remove_private_files,
@@ -34,21 +48,28 @@ from entrypoint.private_files import (
     write_private_files,
 )
 
-EXIT_USAGE = 64
-USAGE = """\
-usage: docker run [-p 8786:8786 -p 8787:8787] -e DASK_CLUSTER_CERT -e DASK_CLUSTER_KEY IMAGE
-Starts a TLS-only Dask scheduler (8786) with its dashboard (8787) and N workers.
-  DASK_CLUSTER_CERT   PEM certificate (self-signed, or issued by DASK_CLUSTER_CA)   required
-  DASK_CLUSTER_KEY    PEM private key matching the certificate                       required
-  DASK_CLUSTER_CA     PEM CA certificate(s) that issued it                           optional
-  NUM_WORKERS         worker processes              (default: CPUs of the container)
-  THREADS_PER_WORKER  threads in each worker        (default: CPUs / NUM_WORKERS)
-  MEMORY_PER_WORKER   GB, or a size like 512MiB     (default: container memory / NUM_WORKERS)
-  DASK_CLUSTER_KEY_PASSPHRASE  passphrase of an encrypted key                        optional
-  DASHBOARD_PROTOCOL  https (default, the cluster's certificate) or http
-  DASK_ROLE           all (default), scheduler, or worker (with DASK_SCHEDULER_ADDRESS=tls://HOST:8786)
+VARIABLES = (  # name, meaning, default
+    (CERT_VAR, "PEM certificate (self-signed, or issued by the CA)", "required"),
+    (KEY_VAR, "PEM private key matching the certificate", "required"),
+    (CA_VAR, "PEM CA certificate(s) that issued it", "optional"),
+    (PASSPHRASE_VAR, "passphrase of an encrypted key", "optional"),
+    (WORKERS_VAR, "worker processes", "CPUs of the container"),
+    (THREADS_VAR, "threads in each worker", "CPUs / workers"),
+    (MEMORY_VAR, "GB, or a size like 512MiB", "container memory / workers"),
+    (DASHBOARD_VAR, "https (the cluster's certificate) or http", "https"),
+    (HTTP_CLIENT_CERT_VAR, "required or none: HTTPS asks for a client certificate", "required"),
+    (SCRATCH_VAR, "where workers spill (a disk volume)", SCRATCH),
+    (ROLE_VAR, "all, scheduler, or worker", "all"),
+    (SCHEDULER_ADDRESS_VAR, f"with {ROLE_VAR}=worker: tls://HOST:{SCHEDULER_PORT}", ""),
+)
+USAGE = f"""\
+usage: docker run [-p {SCHEDULER_PORT}:{SCHEDULER_PORT} -p {DASHBOARD_PORT}:{DASHBOARD_PORT}] \
+-e {CERT_VAR} -e {KEY_VAR} IMAGE
+Starts a TLS-only Dask scheduler ({SCHEDULER_PORT}) with its dashboard ({DASHBOARD_PORT}) and N \
+workers.
+{chr(10).join(f"  {name:<29}{meaning:<54}{default}" for name, meaning, default in VARIABLES)}
 Each PEM may be raw, have literal \\n for newlines, or be single-line base64 of the PEM; or set
-NAME_FILE to a file holding it instead (e.g. DASK_CLUSTER_KEY_FILE=/run/secrets/key).
+NAME_FILE to a file holding it instead (e.g. {file_var(KEY_VAR)}=/run/secrets/key).
 Tools (docker run --rm IMAGE COMMAND --help): certs new|renew|inspect, client-config, gce."""
 
 log = logging.getLogger("entrypoint")
@@ -120,7 +141,9 @@ def describe(plan: Plan) -> str:
     parts = []
     if plan.runs_scheduler:
         dashboard = "https" if plan.dashboard_tls else "http"
-        parts.append(f"scheduler tls://:8786, dashboard {dashboard}://:8787")
+        parts.append(
+            f"scheduler tls://:{SCHEDULER_PORT}, dashboard {dashboard}://:{DASHBOARD_PORT}"
+        )
     if plan.runs_workers:
         size = plan.memory_per_worker
         memory = f"{size / 2**30:.2f} GiB" if size else f"{1 / plan.workers:.0%} of the container's"

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from entrypoint.contract import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR
 from entrypoint.errors import ConfigError
-from entrypoint.settings import CA_VAR, CERT_VAR, EXPIRY_WARNING, KEY_VAR, PASSPHRASE_VAR, Pems
+from entrypoint.settings import EXPIRY_WARNING, Pems
 
 MIN_RSA_BITS = 2048
 # Far above real deployments (a leaf and 1 to 3 intermediates of 1 to 2 KiB each; 1 to 3 CAs) and

@@ -13,14 +13,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from entrypoint.contract import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR
 from entrypoint.tools.certs import Issued, issue, new_key
 from tests.material import ClusterMaterial, chain_of, padding, pem_of
 
 Env = dict[str, str]
 # a variable's text; or for NAME_FILE, the file's content, or what makes the file at a path
 Value = str | bytes | Callable[[Path], None]
-CERT, KEY, CA = "DASK_CLUSTER_CERT", "DASK_CLUSTER_KEY", "DASK_CLUSTER_CA"
-PASSPHRASE = "DASK_CLUSTER_KEY_PASSPHRASE"
+CERT, KEY, CA = CERT_VAR, KEY_VAR, CA_VAR
+PASSPHRASE = PASSPHRASE_VAR
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
+
 DOCKER = os.environ.get("DOCKER") or (
     "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 )
@@ -36,11 +38,12 @@ class Container:
         # -e NAME passes the value from our environment: the PEM never sits on a command line
         subprocess.run(
             [DOCKER, "run", "-d", "--name", self.name, "--health-interval", "1s",
-             "-p", "127.0.0.1::8786", "-p", "127.0.0.1::8787", *env_args, *docker_args, image],
+             "-p", f"127.0.0.1::{SCHEDULER_PORT}", "-p", f"127.0.0.1::{DASHBOARD_PORT}",
+             *env_args, *docker_args, image],
             env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
 
-    def port(self, container_port: int = 8786) -> int:
+    def port(self, container_port: int = SCHEDULER_PORT) -> int:
         output = docker("port", self.name, f"{container_port}/tcp").stdout
         return int(output.splitlines()[0].rsplit(":", 1)[1])
 

@@ -22,13 +22,14 @@ from distributed.security import Security
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as BrowserError
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 from tests.containers import Container
 
 pytestmark = pytest.mark.container
 ROOT = Path(__file__).parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 HOST = "dask-tls.test"  # the cluster certificate's name; the browser maps it to the container
-STATUS = f"https://{HOST}:8787/status"
+STATUS = f"https://{HOST}:{DASHBOARD_PORT}/status"
 POLICIES = Path("/etc/chromium/policies/managed")
 CHROMIUM_ARGS = (
     "--no-sandbox",  # Chromium's sandbox refuses to run as root
@@ -90,7 +91,7 @@ def certificate_policy() -> Iterator[None]:
     created = [d for d in (POLICIES.parent, POLICIES) if not d.exists()]
     POLICIES.mkdir(parents=True, exist_ok=True)
     policy = POLICIES / f"dask-tls-test-{os.getpid()}.json"
-    pattern = json.dumps({"pattern": f"https://{HOST}:8787", "filter": {}})
+    pattern = json.dumps({"pattern": f"https://{HOST}:{DASHBOARD_PORT}", "filter": {}})
     policy.write_text(json.dumps({"AutoSelectCertificateForUrls": [pattern]}))
     try:
         yield
@@ -164,7 +165,9 @@ def test_a_browser_with_the_p12_sees_the_workers(
     """With the .p12 imported, /status loads, its plots hold both workers and its task stream draws
     the tasks run during the visit; a screenshot is kept (docs/dashboard.png is one)."""
     home = nss_home(tmp_path / "home", certs, with_p12=True)
-    with Client(f"tls://{dashboard.ip}:8786", security=security(certs), timeout="30s") as client:
+    with Client(
+        f"tls://{dashboard.ip}:{SCHEDULER_PORT}", security=security(certs), timeout="30s"
+    ) as client:
         workers = set(client.scheduler_info()["workers"])
         assert len(workers) == 2
         array = client.persist(da.random.random((4000, 4000), chunks=500))  # for the memory plots

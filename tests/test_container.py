@@ -16,6 +16,7 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
+from entrypoint.contract import DASHBOARD_PORT, UID
 from entrypoint.errors import EXIT_CONFIG
 from entrypoint.tls import (
     MAX_AUTHORITIES,
@@ -107,7 +108,7 @@ def test_dashboard_is_https_with_the_clusters_certificate(
     that shows its certificate."""
     context = ssl.create_default_context(cafile=pems["ca"])
     context.load_cert_chain(pems["client"], pems["client_key"])
-    url = f"https://localhost:{cluster.port(8787)}/health"
+    url = f"https://localhost:{cluster.port(DASHBOARD_PORT)}/health"
     with urllib.request.urlopen(url, context=context, timeout=10) as response:
         assert response.read() == b"ok"
 
@@ -118,11 +119,11 @@ def test_private_files_are_private(cluster: Container) -> None:
     directory = cluster.private_dir()
     listing = cluster.exec("/bin/sh", "-c", f"stat -c '%a %u %n' /dev/shm/dask-tls* {directory}/*")
     modes = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
-    assert modes.pop(directory) == ["700", "10001"]
+    assert modes.pop(directory) == ["700", f"{UID}"]
     assert set(modes) == {
         f"{directory}/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
     }
-    assert all(mode == ["600", "10001"] for mode in modes.values())
+    assert all(mode == ["600", f"{UID}"] for mode in modes.values())
 
 
 def test_no_process_environment_holds_secret_text(

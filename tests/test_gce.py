@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from distributed import Client
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT, UID
 from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
@@ -40,7 +41,7 @@ PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
 SCHEDULER_HOST = f"dask-cluster-scheduler.us-central1-a.c.{PROJECT}.internal"
 AS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the fetch script chowns to uid 10001, as root on the VM"
+    os.geteuid() != 0, reason=f"the fetch script chowns to uid {UID}, as root on the VM"
 )
 
 
@@ -182,7 +183,7 @@ def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> N
     deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2)
     [run] = unit_commands(deployment, role, "ExecStart")
     assert {
-        ("--user", "10001:10001"),
+        ("--user", f"{UID}:{UID}"),
         ("--tmpfs", "/tmp"),
         ("-v", "dask-scratch:/scratch"),
     } <= pairs(run)
@@ -190,9 +191,15 @@ def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> N
     env = {run[i + 1] for i, arg in enumerate(run) if arg == "-e"}
     if role == "worker":
         assert ("--network", "host") in pairs(run) and "-p" not in run
-        assert {"DASK_ROLE=worker", f"DASK_SCHEDULER_ADDRESS=tls://{SCHEDULER_HOST}:8786"} <= env
+        assert {
+            "DASK_ROLE=worker",
+            f"DASK_SCHEDULER_ADDRESS=tls://{SCHEDULER_HOST}:{SCHEDULER_PORT}",
+        } <= env
     else:
-        assert "--network" not in run and {("-p", "8786:8786"), ("-p", "8787:8787")} <= pairs(run)
+        assert "--network" not in run and {
+            ("-p", f"{SCHEDULER_PORT}:{SCHEDULER_PORT}"),
+            ("-p", f"{DASHBOARD_PORT}:{DASHBOARD_PORT}"),
+        } <= pairs(run)
         assert ("DASK_ROLE=scheduler" in env) == (role == "scheduler")
     open_ports = [["/bin/bash", deployment.open_ports_script]] if role == "worker" else []
     assert unit_commands(deployment, role, "ExecStartPre") == [
@@ -285,7 +292,7 @@ class RehearsedVM:
             assert self.running(), self.log.read_text()
             assert time.monotonic() < deadline, f"no container in 60 s:\n{self.log.read_text()}"
             time.sleep(0.25)
-        return connect(f"tls://{ip}:8786", certs, timeout="60s")
+        return connect(f"tls://{ip}:{SCHEDULER_PORT}", certs, timeout="60s")
 
     def file(self, path: str) -> str:
         container = self.deployment.container
@@ -337,7 +344,7 @@ def test_fetch_script_and_docker_run_line_give_a_cluster(
     try:
         vm.boot(vm_env)
         secrets = Path(vm.deployment.secrets_dir)
-        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == 10001
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == UID
         assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == dict.fromkeys(
             ("cert", "key", "ca"), 0o600
         )
@@ -460,7 +467,7 @@ def test_cluster_of_vms_is_driven_as_printed(
             ("--target-tags", "dask-cluster")} <= rules["dask-cluster-internal"]  # fmt: skip
     assert not any(flag == "--source-ranges" for flag, _ in rules["dask-cluster-internal"])
     assert {
-        ("--allow", "tcp:8786,tcp:8787"),
+        ("--allow", f"tcp:{SCHEDULER_PORT},tcp:{DASHBOARD_PORT}"),
         ("--source-ranges", "198.51.100.0/24"),
         ("--target-tags", "dask-cluster-scheduler"),
     } <= rules["dask-cluster-clients"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
+from entrypoint.contract import SCHEDULER_PORT
 from entrypoint.tools.certs import issue, new_cluster
 from entrypoint.tools.client import connect
 from tests.containers import docker
@@ -71,7 +72,7 @@ class Deployment:
         return docker("inspect", "-f", template, self.container(service, index)).stdout.strip()
 
     def client(self) -> Client:
-        return connect(f"tls://{self.ip('scheduler')}:8786", self.certs, timeout="30s")
+        return connect(f"tls://{self.ip('scheduler')}:{SCHEDULER_PORT}", self.certs, timeout="30s")
 
 
 def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
@@ -118,7 +119,7 @@ def test_direct_to_workers_from_the_docker_host(deployment: Deployment) -> None:
     """Worker containers listen on their network's address, which the Docker host reaches: a
     host client scatters straight to the workers and gathers straight from them (README)."""
     with connect(
-        f"tls://{deployment.ip('scheduler')}:8786", deployment.certs, timeout="30s",
+        f"tls://{deployment.ip('scheduler')}:{SCHEDULER_PORT}", deployment.certs, timeout="30s",
         direct_to_workers=True,
     ) as client:  # fmt: skip
         client.wait_for_workers(2, timeout=90)
@@ -136,7 +137,11 @@ def test_intruder_is_refused_by_scheduler_and_every_worker(
     with deployment.client() as client:
         client.wait_for_workers(2, timeout=90)
         workers = client.scheduler_info()["workers"]
-    addresses = ["tls://scheduler:8786", *workers, *(w["nanny"] for w in workers.values())]
+    addresses = [
+        f"tls://scheduler:{SCHEDULER_PORT}",
+        *workers,
+        *(w["nanny"] for w in workers.values()),
+    ]
     other = issue("intruder", issue("intruder CA", ca=True))
     for name, data in (("ca.pem", (deployment.certs / "ca.pem").read_bytes()),
                        ("cert.pem", other.cert_pem), ("key.pem", other.key_pem)):  # fmt: skip

@@ -16,6 +16,7 @@ from cryptography import x509
 from distributed import Client, as_completed
 from distributed.security import Security
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 from entrypoint.rotation import expiry_line
 from entrypoint.tools.certs import ClusterSet, issue, new_cluster
 from tests.containers import Container, docker
@@ -97,7 +98,7 @@ def test_rotation_while_a_client_computes(mounted: tuple[Container, ClusterSet, 
     certificate from the same CA still connects."""
     container, made, secrets = mounted
     certs = made.written[0].parent
-    old_serial = served_serial(container.ip, 8786, certs)
+    old_serial = served_serial(container.ip, SCHEDULER_PORT, certs)
     renewed = issue("dask-tls cluster", made.ca, names=("localhost", "127.0.0.1"))
     new_serial = renewed.cert.serial_number
 
@@ -131,7 +132,10 @@ def test_rotation_while_a_client_computes(mounted: tuple[Container, ClusterSet, 
         docker("kill", "--signal", "HUP", container.name)
 
         def everywhere_new() -> bool:
-            outside = {served_serial(container.ip, port, certs) for port in (8786, 8787)}
+            outside = {
+                served_serial(container.ip, port, certs)
+                for port in (SCHEDULER_PORT, DASHBOARD_PORT)
+            }
             inside = {
                 client.run(served_inside, address, workers=[first])[first]
                 for address in (second, workers[second]["nanny"])
@@ -156,7 +160,7 @@ def test_bad_material_keeps_the_running_certificate(
     line, and the cluster goes on serving the old certificate."""
     container, made, secrets = mounted
     certs = made.written[0].parent
-    serial = served_serial(container.ip, 8786, certs)
+    serial = served_serial(container.ip, SCHEDULER_PORT, certs)
     stranger = issue("stranger", issue("another CA", ca=True))
     for name, data, says in (
         ("key.pem", stranger.key_pem, "the key does not match the certificate"),
@@ -165,7 +169,7 @@ def test_bad_material_keeps_the_running_certificate(
         put(secrets, name, data)
         docker("kill", "--signal", "HUP", container.name)
         container.wait_until(lambda: says in container.logs(), "the refusal logged")  # noqa: B023
-        assert served_serial(container.ip, 8786, certs) == serial
+        assert served_serial(container.ip, SCHEDULER_PORT, certs) == serial
     refusals = [line for line in container.logs().splitlines() if "kept the running" in line]
     assert len(refusals) == 2
     with Client(container.address, security=security(certs), timeout="20s") as client:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from distributed import Client
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 from tests.containers import Container
 from tests.material import ClusterMaterial, client_security
 
@@ -73,12 +74,12 @@ def test_dashboard_never_answers_without_a_certificate(
     deadline = time.monotonic() + 120  # only against a hang
     while starting.state("Health.Status") != "healthy" and time.monotonic() < deadline:
         try:
-            answered.append(http_answer(ip, 8787, no_certificate(pems), timeout=2))
+            answered.append(http_answer(ip, DASHBOARD_PORT, no_certificate(pems), timeout=2))
         except OSError:
             refused += 1
         assert starting.running(), starting.logs()
     assert answered == [] and refused > 0
-    assert http_answer(ip, 8787, with_certificate(pems)).startswith(b"HTTP/1.1 200")
+    assert http_answer(ip, DASHBOARD_PORT, with_certificate(pems)).startswith(b"HTTP/1.1 200")
 
 
 def test_no_https_port_answers_without_a_certificate(
@@ -87,7 +88,7 @@ def test_no_https_port_answers_without_a_certificate(
     """The dashboard and every worker's HTTP port, probed from inside the container."""
     with Client(cluster.address, security=client_security(pems), timeout="20s") as client:
         workers = client.scheduler_info()["workers"].values()
-        ports = [8787, *(w["services"]["dashboard"] for w in workers)]
+        ports = [DASHBOARD_PORT, *(w["services"]["dashboard"] for w in workers)]
     assert len(ports) == 3
     output = cluster.exec("/opt/venv/bin/python", "-c", PROBE, *map(str, ports))
     assert sorted(line.split()[:2] for line in output.splitlines()) == sorted(
@@ -104,7 +105,9 @@ def test_a_proxy_in_front_can_relax_it(
     )
     try:
         container.wait_healthy()
-        assert http_answer(container.ip, 8787, no_certificate(pems)).startswith(b"HTTP/1.1 200")
+        assert http_answer(container.ip, DASHBOARD_PORT, no_certificate(pems)).startswith(
+            b"HTTP/1.1 200"
+        )
         assert "HTTP_CLIENT_CERT=none: the dashboard" in container.logs()
     finally:
         container.remove()
@@ -123,10 +126,12 @@ def test_one_setting_makes_every_port_tls_1_3_only(
     container = Container(image, env)
     try:
         container.wait_healthy()
-        for port in (8786, 8787):
+        for port in (SCHEDULER_PORT, DASHBOARD_PORT):
             with pytest.raises(ssl.SSLError, match=r"(?i)version"):
                 http_answer(container.ip, port, with_certificate(pems, ssl.TLSVersion.TLSv1_2))
-        assert http_answer(container.ip, 8787, with_certificate(pems)).startswith(b"HTTP/1.1 200")
+        assert http_answer(container.ip, DASHBOARD_PORT, with_certificate(pems)).startswith(
+            b"HTTP/1.1 200"
+        )
     finally:
         container.remove()
 
@@ -162,7 +167,7 @@ def test_stalled_handshakes_are_dropped(fresh: Container, pems: dict[str, str]) 
     stalled = []
     try:
         for _ in range(200):
-            sock = socket.create_connection((fresh.ip, 8786), timeout=5)
+            sock = socket.create_connection((fresh.ip, SCHEDULER_PORT), timeout=5)
             sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a TLS record header and one byte: no more
             stalled.append(sock)
         compute()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
 from dask.system import CPU_COUNT
 
-from entrypoint.errors import EXIT_CONFIG, ConfigError
+from entrypoint.cluster import Plan
+from entrypoint.contract import PLAN_FILE, SCHEDULER_PORT
+from entrypoint.errors import EXIT_CONFIG, ConfigError, StartupError
 from entrypoint.settings import from_environ
 
 CERT_TEXT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
@@ -109,10 +114,10 @@ def test_bad_values_name_the_variable_and_the_fix(
 @pytest.mark.parametrize(
     ("given", "address"),
     [
-        ("scheduler", "tls://scheduler:8786"),
+        ("scheduler", f"tls://scheduler:{SCHEDULER_PORT}"),
         ("scheduler:9000", "tls://scheduler:9000"),
-        ("tls://10.0.0.5:8786", "tls://10.0.0.5:8786"),
-        ("::1", "tls://[::1]:8786"),
+        (f"tls://10.0.0.5:{SCHEDULER_PORT}", f"tls://10.0.0.5:{SCHEDULER_PORT}"),
+        ("::1", f"tls://[::1]:{SCHEDULER_PORT}"),
         ("[fe80::1]:9000", "tls://[fe80::1]:9000"),
     ],
 )
@@ -120,3 +125,15 @@ def test_scheduler_address_is_written_as_distributed_reads_it(given: str, addres
     """HOST, HOST:PORT, a bare or bracketed IPv6 address: a tls:// address distributed can parse."""
     env = {**PEMS, "DASK_ROLE": "worker", "DASK_SCHEDULER_ADDRESS": given}
     assert from_environ(env).scheduler_address == address
+
+
+def test_a_plan_of_another_version_is_refused(tmp_path: Path) -> None:
+    """plan.json carries its version: one written by another version of the image is refused."""
+    plan = Plan.of(tmp_path, from_environ(PEMS), datetime.now(UTC))
+    (tmp_path / PLAN_FILE).write_bytes(plan.to_json())
+    assert Plan.load(tmp_path) == plan
+    (tmp_path / PLAN_FILE).write_text(
+        plan.to_json().decode().replace('"version": 1', '"version": 0')
+    )
+    with pytest.raises(StartupError, match="of version 0, not 1"):
+        Plan.load(tmp_path)

@@ -20,6 +20,7 @@ import pytest
 from distributed import Client
 from distributed.comm.addressing import get_address_host_port
 
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 from entrypoint.tools.certs import issue, new_key
 from tests.containers import Container
 from tests.material import ClusterMaterial, client_security
@@ -147,15 +148,15 @@ class Deployment:
 
     def ports(self, pems: dict[str, str]) -> dict[str, str]:
         """name -> host:port of every TLS port, the workers' as the scheduler knows them."""
-        scheduler = f"tls://{self.scheduler.ip}:8786"
+        scheduler = f"tls://{self.scheduler.ip}:{SCHEDULER_PORT}"
         with Client(scheduler, security=client_security(pems), timeout="30s") as client:
             client.wait_for_workers(1, timeout=60)
             [(address, worker)] = client.scheduler_info()["workers"].items()
         host, port = get_address_host_port(address)
         assert host == self.workers.ip, address
         return {
-            "scheduler": f"{self.scheduler.ip}:8786",
-            "dashboard": f"{self.scheduler.ip}:8787",
+            "scheduler": f"{self.scheduler.ip}:{SCHEDULER_PORT}",
+            "dashboard": f"{self.scheduler.ip}:{DASHBOARD_PORT}",
             "worker": f"{host}:{port}",
             "nanny": "{}:{}".format(*get_address_host_port(worker["nanny"])),
             "worker HTTP": f"{host}:{worker['services']['dashboard']}",
@@ -190,7 +191,7 @@ def deployment(
         worker_env = {
             **env,
             "DASK_ROLE": "worker",
-            "DASK_SCHEDULER_ADDRESS": f"tls://{scheduler.ip}:8786",
+            "DASK_SCHEDULER_ADDRESS": f"tls://{scheduler.ip}:{SCHEDULER_PORT}",
             "NUM_WORKERS": "1",
         }
         workers = Container(image, worker_env)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from entrypoint import settings, tls
+from entrypoint.contract import DASHBOARD_PORT
 from entrypoint.tools import image
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
@@ -115,10 +116,12 @@ def test_client_config_and_connect_reach_the_real_cluster(
             [sys.executable, "-W", "ignore", "-c", plain], env=only_the_config,
             capture_output=True, text=True, timeout=60, cwd=ROOT,
         )  # fmt: skip
-        assert result.stdout.split() == ["42", "https://127.0.0.1:8787/status"], result.stderr
+        assert result.stdout.split() == ["42", f"https://127.0.0.1:{DASHBOARD_PORT}/status"], (
+            result.stderr
+        )
         with connect(container.address, issued, "alice", timeout="20s") as client:
             assert client.submit(sum, [1, 2]).result(timeout=30) == 3
-            assert client.dashboard_link == "https://127.0.0.1:8787/status"
+            assert client.dashboard_link == f"https://127.0.0.1:{DASHBOARD_PORT}/status"
     finally:
         container.remove()
 

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from distributed import Client
 
+from entrypoint.contract import DASHBOARD_PORT
 from entrypoint.tools.certs import issue, new_key
 from tests.containers import Container
 from tests.material import ClusterMaterial, client_security, write_pem_files
@@ -93,7 +94,7 @@ def test_dashboard_is_plain_http_only_when_asked(image: str, material: ClusterMa
     )
     try:
         container.wait_healthy()
-        port = container.port(8787)
+        port = container.port(DASHBOARD_PORT)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
             assert response.read() == b"ok"
         with pytest.raises((ssl.SSLError, OSError)):

@@ -23,6 +23,21 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from entrypoint.contract import (
+    CA_FILE,
+    CA_KEY_PEM,
+    CA_PEM,
+    CA_VAR,
+    CERT_FILE,
+    CERT_VAR,
+    CLUSTER_ENV,
+    CLUSTER_KEY_PEM,
+    CLUSTER_PEM,
+    KEY_FILE,
+    KEY_VAR,
+    SECRETS_DIR,
+    client_files,
+)
 from entrypoint.errors import ToolError
 from entrypoint.tls import TLS_KEY_TYPES, is_ca, same_key
 
@@ -181,14 +196,14 @@ def renew_cluster(
     and new certificates for `clients`, from the CA in `directory` that `certs new` made. The
     CA's files stay as they are; the validity ends with the CA's at the latest."""
     ca = load_ca(directory)
-    current = _certificate_or_none(directory / "cluster.pem")
+    current = _certificate_or_none(directory / CLUSTER_PEM)
     names = names or (names_of(current) if current else ())
     if not names:
-        raise ToolError(f"{directory / 'cluster.pem'}: no names to renew it for; give --name")
+        raise ToolError(f"{directory / CLUSTER_PEM}: no names to renew it for; give --name")
     ca_days_left = (ca.cert.not_valid_after_utc - datetime.now(UTC)).total_seconds() / 86400
     if ca_days_left <= 0:
         expired = f"{ca.cert.not_valid_after_utc:%Y-%m-%d}"
-        raise ToolError(f"{directory / 'ca.pem'}: the CA expired on {expired}; {NEW_CA}")
+        raise ToolError(f"{directory / CA_PEM}: the CA expired on {expired}; {NEW_CA}")
     kind = _kind_of(current or ca.cert)
     return _issue_from(ca, {}, directory, names, clients, kind, min(days, ca_days_left))
 
@@ -214,27 +229,28 @@ def _issue_from(
 
 def _ca_files(ca: Issued) -> Files:
     return {
-        "ca.pem": (ca.cert_pem, 0o644),
-        "ca-key.pem": (ca.key_pem, 0o600),
-        "secrets/ca.pem": (ca.cert_pem, 0o600),
+        CA_PEM: (ca.cert_pem, 0o644),
+        CA_KEY_PEM: (ca.key_pem, 0o600),
+        f"{SECRETS_DIR}/{CA_FILE}": (ca.cert_pem, 0o600),
     }
 
 
 def _cluster_files(cluster: Issued, ca: Issued) -> Files:
     return {
-        "cluster.pem": (cluster.cert_pem, 0o644),
-        "cluster-key.pem": (cluster.key_pem, 0o600),
-        "cluster.env": (env_file(cluster, ca), 0o600),
-        "secrets/cert.pem": (cluster.cert_pem, 0o600),
-        "secrets/key.pem": (cluster.key_pem, 0o600),
+        CLUSTER_PEM: (cluster.cert_pem, 0o644),
+        CLUSTER_KEY_PEM: (cluster.key_pem, 0o600),
+        CLUSTER_ENV: (env_file(cluster, ca), 0o600),
+        f"{SECRETS_DIR}/{CERT_FILE}": (cluster.cert_pem, 0o600),
+        f"{SECRETS_DIR}/{KEY_FILE}": (cluster.key_pem, 0o600),
     }
 
 
 def _client_files(name: str, client: Issued, ca: Issued) -> Files:
+    cert, key, bundle = client_files(name)
     return {
-        f"{name}.pem": (client.cert_pem, 0o644),
-        f"{name}-key.pem": (client.key_pem, 0o600),
-        f"{name}.p12": (browser_bundle(name, client, ca), 0o600),
+        cert: (client.cert_pem, 0o644),
+        key: (client.key_pem, 0o600),
+        bundle: (browser_bundle(name, client, ca), 0o600),
     }
 
 
@@ -242,7 +258,7 @@ def load_ca(directory: Path) -> Issued:
     """The CA `certs new` wrote into `directory`: ca.pem and the clear ca-key.pem."""
     if not directory.is_dir():
         raise ToolError(f"{directory}: no such folder; give the folder `certs new` wrote")
-    cert_path, key_path = directory / "ca.pem", directory / "ca-key.pem"
+    cert_path, key_path = directory / CA_PEM, directory / CA_KEY_PEM
     cert = _certificate_or_none(cert_path)
     if cert is None or not is_ca(cert):
         raise ToolError(f"{cert_path}: no CA certificate there; give the folder `certs new` wrote")
@@ -299,9 +315,9 @@ def env_file(cluster: Issued, ca: Issued) -> bytes:
     lines = [
         f"{var}={base64.b64encode(pem).decode()}"
         for var, pem in (
-            ("DASK_CLUSTER_CERT", cluster.cert_pem),
-            ("DASK_CLUSTER_KEY", cluster.key_pem),
-            ("DASK_CLUSTER_CA", ca.cert_pem),
+            (CERT_VAR, cluster.cert_pem),
+            (KEY_VAR, cluster.key_pem),
+            (CA_VAR, ca.cert_pem),
         )
     ]
     return ("\n".join(lines) + "\n").encode()

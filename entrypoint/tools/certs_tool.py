@@ -17,6 +17,25 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from entrypoint.contract import (
+    CA_FILE,
+    CA_KEY_PEM,
+    CA_PEM,
+    CA_VAR,
+    CERT_FILE,
+    CERT_VAR,
+    CLUSTER_ENV,
+    CLUSTER_KEY_PEM,
+    CLUSTER_PEM,
+    DEFAULT_CLIENT,
+    KEY_FILE,
+    KEY_VAR,
+    SECRET_PREFIX,
+    SECRETS_DIR,
+    SECRETS_MOUNT,
+    client_files,
+    file_var,
+)
 from entrypoint.errors import ToolError
 from entrypoint.tools import certs
 from entrypoint.tools.image import APP_DIR, in_image
@@ -33,14 +52,14 @@ TAKEN = {"ca", "cluster"}  # client NAME writes NAME.pem and NAME-key.pem beside
 
 def run_new(args: argparse.Namespace) -> int:
     names = checked_names(args.name) or certs.DEFAULT_NAMES
-    clients = checked_clients(args.client or ["client"])
+    clients = checked_clients(args.client or [DEFAULT_CLIENT])
     days = checked_days(args.days)
     users_folder(args.out, "--out")
     if args.out.exists() and not args.out.is_dir():
         raise ToolError(f"--out {args.out}: is a file; give a folder (made if missing)")
-    if (args.out / "ca-key.pem").exists():
+    if (args.out / CA_KEY_PEM).exists():
         raise ToolError(
-            f"--out {args.out}: holds a CA already (ca-key.pem), which certs new would replace; "
+            f"--out {args.out}: holds a CA already ({CA_KEY_PEM}), which certs new would replace; "
             "`certs renew` issues new certificates from it, or give another --out"
         )
     writable_folder(args.out, "--out")
@@ -49,16 +68,16 @@ def run_new(args: argparse.Namespace) -> int:
     out = args.out
     print(f"wrote {len(made.written)} files to {shown(out)} (keys 0600) for {', '.join(names)}")
     print("\ndocker run -e (reads the files as you paste it):")
-    for var, file in (("CERT", "cluster"), ("KEY", "cluster-key"), ("CA", "ca")):
-        print(f'  -e DASK_CLUSTER_{var}="$(cat {shown(out / f"{file}.pem")})"')
+    for var, file in ((CERT_VAR, CLUSTER_PEM), (KEY_VAR, CLUSTER_KEY_PEM), (CA_VAR, CA_PEM)):
+        print(f'  -e {var}="$(cat {shown(out / file)})"')
     print("\ndocker run --env-file (single-line base64):")
-    print(f"  --env-file {shown(out / 'cluster.env')}")
+    print(f"  --env-file {shown(out / CLUSTER_ENV)}")
     print("\na mounted secret (files 0600, so run as your own uid):")
-    print(f'  --user "$(id -u):0" -v {shown(out / "secrets")}:/run/secrets/dask-tls:ro')
-    for var, file in (("CERT", "cert"), ("KEY", "key"), ("CA", "ca")):
-        print(f"  -e DASK_CLUSTER_{var}_FILE=/run/secrets/dask-tls/{file}.pem")
+    print(f'  --user "$(id -u):0" -v {shown(out / SECRETS_DIR)}:{SECRETS_MOUNT}:ro')
+    for var, file in ((CERT_VAR, CERT_FILE), (KEY_VAR, KEY_FILE), (CA_VAR, CA_FILE)):
+        print(f"  -e {file_var(var)}={SECRETS_MOUNT}/{file}")
     print_clients(out, made.clients)
-    print(f"\nkeep {shown(out / 'ca-key.pem')} offline: it issues certificates with full access")
+    print(f"\nkeep {shown(out / CA_KEY_PEM)} offline: it issues certificates with full access")
     return 0
 
 
@@ -81,12 +100,13 @@ def run_renew(args: argparse.Namespace) -> int:
               f"{certs.NEW_CA}")  # fmt: skip
     for path in made.written:
         print(f"wrote {shown(path)} ({path.stat().st_mode & 0o777:04o})")
+    secrets = shown(args.certs / SECRETS_DIR)
     print(
-        f"deliver, mounted as files (DASK_CLUSTER_*_FILE from {shown(args.certs / 'secrets')}): "
+        f"deliver, mounted as files ({SECRET_PREFIX}*_FILE from {secrets}): "
         "replaced in place; make the container re-read them: docker kill -s HUP CONTAINER"
     )
     print(
-        f"deliver, as -e values or --env-file {shown(args.certs / 'cluster.env')}: a running "
+        f"deliver, as -e values or --env-file {shown(args.certs / CLUSTER_ENV)}: a running "
         "container keeps its environment; start a new container with the new values"
     )
     print_clients(args.certs, made.clients)
@@ -122,7 +142,7 @@ def read(path: Path) -> bytes:
 
 def print_clients(folder: Path, clients: dict[str, certs.Issued]) -> None:
     for name in clients:
-        pem, key, p12 = (shown(folder / f"{name}{end}") for end in (".pem", "-key.pem", ".p12"))
+        pem, key, p12 = (shown(folder / file) for file in client_files(name))
         print(f"\nclient {name}: {pem}, {key}; browser: {p12}")
 
 

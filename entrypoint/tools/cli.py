@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from entrypoint.contract import SCHEDULER_PORT, client_files
 from entrypoint.errors import ToolError
 from entrypoint.tools import certs_tool, client, gce_tool
 from entrypoint.tools.image import in_image
@@ -66,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run_client_config(args: argparse.Namespace) -> int:
     path = client.write_config(args.certs, args.client, args.out)
-    print(f"wrote {path}: Client('tls://HOST:8786') now uses {args.certs}/{args.client}.pem")
+    cert = args.certs / client_files(args.client)[0]
+    print(f"wrote {path}: Client('tls://HOST:{SCHEDULER_PORT}') now uses {cert}")
     if path.parent != client.DEFAULT_CONFIG.expanduser().parent and in_image():
         print(f"move it where dask looks: mkdir -p ~/.config/dask && mv {path} ~/.config/dask/")
     return 0

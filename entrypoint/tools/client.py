@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from entrypoint.contract import CA_PEM, client_files
 from entrypoint.errors import ToolError
 from entrypoint.mounts import mount_of
 from entrypoint.tools.image import in_image
@@ -22,22 +23,19 @@ DASHBOARD_LINK = "https://{host}:{port}/status"
 SAME_PATH_MOUNT = '-v "$PWD:$PWD" -w "$PWD"'
 
 
-# where the Dockerfile puts this package: run from there, the tool runs inside the image
 def tls_config(certs: Path, client: str = "client") -> dict[str, Any]:
     """Dask config: require encryption and use `certs`/{ca,<client>,<client>-key}.pem; dashboard
     links in https."""
     certs = certs.expanduser().resolve()
+    cert, key, _ = client_files(client)
     return {
         "distributed": {
             "comm": {
                 "require-encryption": True,
                 "default-scheme": "tls",
                 "tls": {
-                    "ca-file": str(certs / "ca.pem"),
-                    "client": {
-                        "cert": str(certs / f"{client}.pem"),
-                        "key": str(certs / f"{client}-key.pem"),
-                    },
+                    "ca-file": str(certs / CA_PEM),
+                    "client": {"cert": str(certs / cert), "key": str(certs / key)},
                 },
             },
             "dashboard": {"link": DASHBOARD_LINK},
@@ -97,10 +95,11 @@ def connect(
     link: str = dask.config.get("distributed.dashboard.link")
     dask.config.set({"distributed.dashboard.link": link.replace("{scheme}", "https")})
     directory = Path(certs).expanduser()
+    cert, key, _ = client_files(client)
     security = Security(
-        tls_ca_file=str(directory / "ca.pem"),
-        tls_client_cert=str(directory / f"{client}.pem"),
-        tls_client_key=str(directory / f"{client}-key.pem"),
+        tls_ca_file=str(directory / CA_PEM),
+        tls_client_cert=str(directory / cert),
+        tls_client_key=str(directory / key),
         require_encryption=True,
     )
     return Client(address, security=security, **kwargs)

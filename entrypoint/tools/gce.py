@@ -12,8 +12,22 @@ from typing import Any
 
 import yaml
 
-SECRETS_MOUNT = "/run/secrets/dask-tls"
-SCRATCH = "/scratch"  # the image's VOLUME for the workers' spilled data
+from entrypoint.contract import (
+    CA_VAR,
+    CERT_VAR,
+    DASHBOARD_PORT,
+    KEY_VAR,
+    ROLE_VAR,
+    SCHEDULER_ADDRESS_VAR,
+    SCHEDULER_PORT,
+    SCRATCH,
+    SECRETS_MOUNT,
+    UID,
+    file_var,
+)
+
+# the Secret Manager secrets' parts, and the variable each one's file is given in
+PART_VARS = {"cert": CERT_VAR, "key": KEY_VAR, "ca": CA_VAR}
 SERVICE = "/etc/systemd/system/dask-tls.service"
 ROLES = ("all", "scheduler", "worker")
 UNIT = """\
@@ -95,8 +109,8 @@ class Deployment:
     sizing: dict[str, str] = field(default_factory=dict)  # NUM_WORKERS etc., when given
     secrets_dir: str = "/run/dask-tls"  # on the VM: /run is a tmpfs on Container-Optimized OS
     container: str = "dask-tls"
-    ports: tuple[str, str] = ("8786", "8787")  # host side of 8786 and 8787
-    uid: int = 10001
+    ports: tuple[str, str] = (str(SCHEDULER_PORT), str(DASHBOARD_PORT))  # their host side
+    uid: int = UID
     script: str = "/etc/dask-tls/fetch-secrets.sh"
     scratch_volume: str = "dask-scratch"  # a Docker volume: on the VM's disk, not in RAM
     # a cluster of VMs: a scheduler VM and a managed group of this many worker VMs
@@ -126,12 +140,12 @@ class Deployment:
 def docker_run(d: Deployment, role: str = "all") -> list[str]:
     """The exact command the VM runs: read-only root, tmpfs, non-root, PEMs from files, spill on a
     volume. Workers of a cluster share the VM's network: other VMs' workers must reach theirs."""
-    files = [f"DASK_CLUSTER_{part.upper()}_FILE={SECRETS_MOUNT}/{part}" for part in d.secrets]
+    files = [f"{file_var(PART_VARS[part])}={SECRETS_MOUNT}/{part}" for part in d.secrets]
     env = [*files, *_role_env(d, role)]
     network = (
         ["--network", "host"]
         if role == "worker"
-        else ["-p", f"{d.ports[0]}:8786", "-p", f"{d.ports[1]}:8787"]
+        else ["-p", f"{d.ports[0]}:{SCHEDULER_PORT}", "-p", f"{d.ports[1]}:{DASHBOARD_PORT}"]
     )
     return [
         "/usr/bin/docker", "run", "--rm", "--name", d.container, "--user", f"{d.uid}:{d.uid}",
@@ -143,10 +157,10 @@ def docker_run(d: Deployment, role: str = "all") -> list[str]:
 def _role_env(d: Deployment, role: str) -> list[str]:
     sizing = [f"{k}={v}" for k, v in d.sizing.items()]
     if role == "scheduler":
-        return ["DASK_ROLE=scheduler"]
+        return [f"{ROLE_VAR}=scheduler"]
     if role == "worker":
-        address = f"DASK_SCHEDULER_ADDRESS=tls://{d.scheduler_host}:8786"
-        return ["DASK_ROLE=worker", address, *sizing]
+        address = f"{SCHEDULER_ADDRESS_VAR}=tls://{d.scheduler_host}:{SCHEDULER_PORT}"
+        return [f"{ROLE_VAR}=worker", address, *sizing]
     return sizing
 
 

@@ -13,8 +13,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from entrypoint.contract import CLUSTER_PEM, DASHBOARD_PORT, SCHEDULER_PORT, WORKERS_VAR
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
+
+PORTS = f"{SCHEDULER_PORT}/{DASHBOARD_PORT}"
 
 # a project ID, and a name that must do as a service account's ID: 6 to 30 of a-z, 0-9 and -
 GCE_NAME = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")
@@ -25,19 +28,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gce.add_argument("--project", required=True)
     gce.add_argument("--image", help="the image in a registry the VMs can pull (to create)")
     gce.add_argument("--source-range", action="append", dest="source_ranges",
-                     help="who may reach 8786/8787, e.g. 203.0.113.7/32 (repeatable)")  # fmt: skip
+                     help=f"who may reach {PORTS}, e.g. 203.0.113.7/32 (repeatable)")  # fmt: skip
     gce.add_argument("--name", default="dask-cluster", help="6 to 30 of a-z, 0-9 and -")
     gce.add_argument("--zone", default="us-central1-a")
     gce.add_argument("--machine-type", default="e2-standard-4")
     gce.add_argument("--tag", help="network tag (default: dask-server; for many VMs, --name)")
     gce.add_argument("--certs", default="certs", help="where `certs new` wrote (for the secrets)")
     gce.add_argument("--no-ca", action="store_true", help="a self-signed certificate, no CA secret")
-    gce.add_argument("--workers", help="NUM_WORKERS per VM (default: the VM's CPUs)")
+    gce.add_argument("--workers", help=f"{WORKERS_VAR} per VM (default: the VM's CPUs)")
     gce.add_argument("--out", type=Path, default=Path("user-data.yaml"),
                      help="the user-data (for many VMs: OUT-scheduler, OUT-worker)")  # fmt: skip
     gce.add_argument("--secrets-dir", default="/run/dask-tls", help=argparse.SUPPRESS)
     gce.add_argument("--container", default="dask-tls", help=argparse.SUPPRESS)
-    gce.add_argument("--ports", nargs=2, default=["8786", "8787"], help=argparse.SUPPRESS)
+    gce.add_argument("--ports", nargs=2, default=[str(SCHEDULER_PORT), str(DASHBOARD_PORT)],
+                     help=argparse.SUPPRESS)  # fmt: skip
     gce.add_argument("--apply", action="store_true", help="run the commands (gcloud configured)")
     gce.add_argument("--legacy", action="store_true", help="DEPRECATED create-with-container")
     many = gce.add_argument_group("many VMs: a scheduler VM and a managed group of worker VMs")
@@ -109,7 +113,7 @@ def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
         project=args.project, image=args.image or "", source_ranges=tuple(args.source_ranges or ()),
         name=args.name, zone=args.zone, machine_type=args.machine_type,
         tag=args.tag or (args.name if many else "dask-server"),
-        secrets=secrets, sizing={"NUM_WORKERS": args.workers} if args.workers else {},
+        secrets=secrets, sizing={WORKERS_VAR: args.workers} if args.workers else {},
         secrets_dir=args.secrets_dir, container=args.container, ports=tuple(args.ports),
         worker_vms=args.worker_vms or 0, worker_machine_type=args.worker_machine_type or "",
         network=args.network, external_ip=args.external_ip,
@@ -143,7 +147,7 @@ def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool)
     or is still to be made (not if the commands are to run now); ToolError otherwise."""
     host = deployment.scheduler_host
     make = f"certs new --out {shlex.quote(str(directory))} --name {host}"
-    path = directory / "cluster.pem"
+    path = directory / CLUSTER_PEM
     files = [directory / gcloud.FILES[part] for part in deployment.secrets]
     if apply and (missing := [file for file in files if not file.exists()]):
         raise refusal("--certs", f"there is no {missing[0]}", f"make the set with: {make}")
