@@ -22,7 +22,11 @@ PYTHON ?= python3
 CLIENT_VENV ?= .client
 CERTS ?= certs
 CLIENT ?= client
-POETRY ?= poetry
+# The project's own poetry and plugins, pinned, installed into tools/.poetry on first use: make test
+# needs no poetry on PATH (make run needs no Python at all).
+POETRY_HOME := tools/.poetry
+POETRY := $(POETRY_HOME)/bin/poetry
+POETRY_PINS := poetry==2.5.1 poetry-plugin-pypi-mirror==0.6.5 poetry-plugin-export==1.10.1
 VENV := .venv/bin
 # command-line tools locked apart from poetry.lock (sslyze, hadolint): tools/poetry.lock
 TOOLS := tools/.venv/bin
@@ -32,21 +36,26 @@ export POETRY_VIRTUALENVS_IN_PROJECT := true
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv tools build client certs run stop test lint bench clean
+.PHONY: help venv tools build client certs run stop test unit lint bench clean
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
+	@echo "make unit   lint and the tests that need no Docker"
 	@echo "make client a client environment with the image's Python and packages, set up for TLS"
 	@echo "make build [IMAGE=name:tag] | make certs | make lint | make tools | make stop | make bench | make clean"
 
+$(POETRY):
+	$(PYTHON) -m venv $(POETRY_HOME)
+	$(POETRY_HOME)/bin/pip install --quiet $(POETRY_PINS)
+
 venv: .venv/.synced
-.venv/.synced: pyproject.toml poetry.lock
+.venv/.synced: pyproject.toml poetry.lock | $(POETRY)
 	$(POETRY) sync --quiet
 	touch $@
 
 tools: tools/.venv/.synced
-tools/.venv/.synced: tools/pyproject.toml tools/poetry.lock docker/install-locked.sh
+tools/.venv/.synced: tools/pyproject.toml tools/poetry.lock docker/install-locked.sh | $(POETRY)
 	rm -rf tools/.venv
 	$(PYTHON) -m venv tools/.venv
 	docker/install-locked.sh $(POETRY) tools tools/.venv "" sslyze >/dev/null
@@ -58,15 +67,18 @@ build:
 	  $(if $(BUILD_CA),--secret id=pip-ca$(,)src=$(BUILD_CA)) -t $(IMAGE) .
 
 # PYTHON is passed on only when you set it: otherwise the script looks for the image's version
-client: build $(if $(filter certs,$(CERTS)),certs)
+client: build $(if $(filter certs,$(CERTS)),certs) | $(POETRY)
 	DOCKER=$(DOCKER) IMAGE=$(IMAGE) POETRY=$(POETRY) DEPENDENCY_GROUPS=$(GROUPS) VENV=$(CLIENT_VENV) \
 	  CERTS=$(CERTS) CLIENT=$(CLIENT) \
 	  PYTHON=$(if $(filter command line environment,$(origin PYTHON)),$(PYTHON)) \
 	  docker/client-env.sh
 
+# made by the image itself: `make run` needs only Docker and make
 certs: certs/cluster.pem
-certs/cluster.pem: | venv
-	$(VENV)/python -m entrypoint certs new --out certs --days 90
+certs/cluster.pem:
+	$(MAKE) build
+	$(DOCKER) run --rm -u "$$(id -u):$$(id -g)" -v "$$PWD:$$PWD" -w "$$PWD" $(IMAGE) \
+	  certs new --out certs --days 90 >/dev/null
 
 run: build $(if $(CERT),,certs)
 	DOCKER=$(DOCKER) IMAGE=$(IMAGE) NAME=$(NAME) NUM_WORKERS=$(NUM_WORKERS) \
@@ -84,6 +96,9 @@ lint: venv tools
 test: lint build
 	IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(VENV)/pytest
 
+unit: lint
+	$(VENV)/pytest -m "not container"
+
 # this image against a rebuild of the seed's setup on the same base: bench/results/ (about 15 min)
 bench: venv
 	base="$${BASE_IMAGE:-$$(DOCKER=$(DOCKER) docker/base-image.sh)}"; \
@@ -93,6 +108,6 @@ bench: venv
 
 clean:
 	-$(DOCKER) rm -f $(NAME) 2>/dev/null
-	rm -rf .venv tools/.venv $(CLIENT_VENV) certs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv tools/.venv $(POETRY_HOME) $(CLIENT_VENV) certs .mypy_cache .ruff_cache .pytest_cache
 
 , := ,

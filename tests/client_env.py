@@ -11,14 +11,17 @@ from typing import Any
 from tests.containers import Container
 
 ROOT = Path(__file__).parents[1]
+# the poetry `make` installed for this checkout (Makefile: POETRY_HOME); copies use it too
+POETRY_HOME = ROOT / "tools" / ".poetry"
 MAKE_TIMEOUT = 900  # a cold build and a cold pip cache, on a busy machine
 
 
 def make(project: Path, *args: str) -> str:
     """`make ARGS` in `project`; fails with the end of its output."""
     result = subprocess.run(
-        ["make", *args], cwd=project, capture_output=True, text=True, timeout=MAKE_TIMEOUT
-    )
+        ["make", f"POETRY_HOME={POETRY_HOME}", *args],
+        cwd=project, capture_output=True, text=True, timeout=MAKE_TIMEOUT,
+    )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout + result.stderr
 

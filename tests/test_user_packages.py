@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_env import ROOT, cluster_env, make, make_client, run_workload, sibling_tag
+from tests.client_env import (
+    POETRY_HOME,
+    ROOT,
+    cluster_env,
+    make,
+    make_client,
+    run_workload,
+    sibling_tag,
+)
 from tests.containers import Container, docker
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -57,7 +65,8 @@ def poetry(project: Path, *args: str) -> None:
         [sys.executable, "-c", PIP_INDEX], capture_output=True, text=True, check=True
     ).stdout.strip()
     result = subprocess.run(
-        ["poetry", *args], cwd=project, capture_output=True, text=True, timeout=600,
+        [POETRY_HOME / "bin" / "poetry", *args], cwd=project, capture_output=True, text=True,
+        timeout=600,
         env={**os.environ, "POETRY_PYPI_MIRROR_URL": mirror},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
