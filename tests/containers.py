@@ -138,3 +138,17 @@ def unexpected_tracebacks(logs: str) -> list[str]:
 
 def docker_available() -> bool:
     return shutil.which(DOCKER) is not None and docker("info", check=False).returncode == 0
+
+
+def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
+    """Poll a container's logs (by name) for `text`; fail with those logs if it does not come."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = docker("logs", container, check=False)
+        if text in logs.stdout + logs.stderr:
+            return
+        time.sleep(0.5)
+    logs = docker("logs", container, check=False)
+    raise AssertionError(
+        f"no {text!r} from {container} in {timeout:.0f} s:\n{logs.stdout}{logs.stderr}"
+    )

@@ -35,7 +35,7 @@ from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
 from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
-from tests.containers import DOCKER, docker
+from tests.containers import DOCKER, docker, wait_for_log
 
 PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
@@ -373,7 +373,8 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
     """The scheduler unit's and two worker units' ExecStartPre and ExecStart, run as containers on
     one Docker network where the scheduler answers to its internal DNS name: a client holding
     `certs new --name <that name>` material computes on both worker containers. Then each unit's
-    ExecReload puts renewed material in place under its running container, which stays up."""
+    ExecReload puts renewed material in place under its running container, which loads it (SIGHUP)
+    and stays up."""
 
     def hostname_after_a_while(_: int) -> str:  # nested: sent by value, as cloudpickle does
         time.sleep(0.05)
@@ -410,6 +411,8 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
                 vm.reload(vm_env)
                 assert base64.b64decode(vm.file("/run/secrets/dask-tls/cert")) == new.cert_pem
                 assert vm.running()
+            for vm in (scheduler, *workers):  # each container took the renewed certificate in
+                wait_for_log(vm.deployment.container, "SIGHUP: serving the new certificate")
             assert client.submit(sum, [40, 2]).result(timeout=30) == 42
         for vm in (*workers, scheduler):
             assert vm.stop() == 0, vm.log.read_text()

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from distributed import Client
 from entrypoint.contract import SCHEDULER_PORT
 from entrypoint.tools.certs import issue, new_cluster
 from entrypoint.tools.client import connect
-from tests.containers import docker
+from tests.containers import docker, wait_for_log
 
 pytestmark = pytest.mark.container
 COMPOSE_FILE = Path(__file__).parents[1] / "docker" / "compose.yaml"
@@ -73,16 +72,6 @@ class Deployment:
 
     def client(self) -> Client:
         return connect(f"tls://{self.ip('scheduler')}:{SCHEDULER_PORT}", self.certs, timeout="30s")
-
-
-def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = docker("logs", container, check=False)
-        if text in logs.stdout + logs.stderr:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
