@@ -104,10 +104,12 @@ def build(images: Images, which: str, context: Path, cold: bool) -> float:
 def code_change_context() -> Path:
     """A copy of the build context with one line of code changed in each image."""
     context = Path(tempfile.mkdtemp(prefix="bench-context-"))
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "poetry.lock"):
-        shutil.copy(ROOT / name, context / name)
-    shutil.copytree(ROOT / "entrypoint", context / "entrypoint")
-    shutil.copytree(ROOT / "bench" / "seed", context / "bench" / "seed")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()  # everything a build may COPY, nothing of the working tree's caches
+    for name in tracked:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, context / name)
     stamp = f"\n# rebuilt {time.time_ns()}\n"
     with (context / "entrypoint" / "health.py").open("a") as code:
         code.write(stamp)
