@@ -35,7 +35,7 @@ from dask.utils import format_bytes, parse_bytes
 from distributed import Client, wait
 from distributed.security import Security
 
-from entrypoint.tools.certs import Issued, issue, new_key
+from entrypoint.tools.certs import Issued, blogs_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = os.environ.get("DOCKER") or (
@@ -442,7 +442,7 @@ def main() -> None:
         build_args=["--build-arg", f"BASE_IMAGE={args.base}", *args.build_options],
     )
     # the blog's single self-signed certificate: CA, server and client at once
-    seed = issue("seed", ca=True, key=new_key("rsa2048"), names=())
+    seed = blogs_certificate("seed")
     seed_env = {
         "DASK_CLUSTER_CERT": seed.cert_pem.decode(),
         "DASK_CLUSTER_KEY": seed.key_pem.decode(),

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from distributed.security import Security
 
-from entrypoint.tools.certs import Issued, issue, new_key
+from entrypoint.tools.certs import Issued, blogs_certificate, issue
 
 # an OID of our own under 2.25 (a UUID, X.667): an extension no TLS stack knows, only size
 PADDING_OID = x509.ObjectIdentifier("2.25.27830714112196959896331082400113807990")
@@ -58,30 +56,6 @@ class ClusterMaterial:
             body = "".join(issued.key_pem.decode().splitlines()[1:-1])
             fragments += [body[i : i + 24] for i in range(0, len(body) - 24, 48)]
         return fragments
-
-
-def blogs_certificate(common_name: str) -> Issued:
-    """What the blog's `openssl req -newkey rsa:2048 -new -nodes -x509` makes with Debian's
-    openssl.cnf (v3_ca): self-signed, CA:TRUE, key identifiers, no keyUsage, no extendedKeyUsage;
-    its users take it as CA, server and client certificate at once."""
-    key = new_key("rsa2048")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = datetime.now(UTC) - timedelta(minutes=5)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=3650))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    return Issued(builder.sign(key, hashes.SHA256()), key)
 
 
 def write_pem_files(directory: Path, **pems: bytes) -> dict[str, str]:

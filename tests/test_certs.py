@@ -17,10 +17,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from entrypoint import settings, tls
-from entrypoint.tools.certs import Issued, issue
+from entrypoint.tools.certs import Issued, blogs_certificate, issue
 from entrypoint.tools.cli import main
 from tests.containers import Container
-from tests.material import blogs_certificate
 
 E = TypeVar("E", bound=x509.ExtensionType)
 PYTHON_313 = Path.home() / ".pyenv/versions/3.13.0/bin/python"

@@ -413,3 +413,27 @@ def _describe_key(data: bytes) -> str:
 def write_dev_set(directory: Path, days: float = 90) -> ClusterSet:
     """The throwaway set `make certs` makes for localhost."""
     return new_cluster(directory, days=days)
+
+
+def blogs_certificate(common_name: str) -> Issued:
+    """What the blog's `openssl req -newkey rsa:2048 -new -nodes -x509` makes with Debian's
+    openssl.cnf (v3_ca): self-signed, CA:TRUE, key identifiers, no keyUsage, no extendedKeyUsage;
+    its users take it as CA, server and client certificate at once."""
+    key = new_key("rsa2048")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=3650))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    return Issued(builder.sign(key, hashes.SHA256()), key)
