@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 from entrypoint.tools.certs import new_cluster
 from tests.client_env import ROOT, make_client
 from tests.containers import Container, docker_available
-from tests.material import ClusterMaterial, write_pem_files
+from tests.material import ClusterMaterial, client_security, write_pem_files
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,13 @@ def healthy_cluster(image: str, material: ClusterMaterial) -> Iterator[Container
 def cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
     """A cluster shared by a module's tests."""
     yield from healthy_cluster(image, material)
+
+
+@pytest.fixture
+def client(cluster: Container, pems: dict[str, str]) -> Iterator[Client]:
+    """A client of the module's cluster, connected with the CA's client certificate."""
+    with Client(cluster.address, security=client_security(pems), timeout="20s") as connected:
+        yield connected
 
 
 @pytest.fixture

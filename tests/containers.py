@@ -14,6 +14,8 @@ from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 DOCKER = os.environ.get("DOCKER") or (
     "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 )
+# "the README's hardened run": a read-only root, a tmpfs for /tmp
+HARDENED = ["--read-only", "--tmpfs", "/tmp"]
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
