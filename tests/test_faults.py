@@ -40,10 +40,11 @@ def test_a_killed_worker_group_is_restarted(fresh: Container, pems: dict[str, st
 
 
 def test_scheduler_death_ends_the_container_non_zero(fresh: Container) -> None:
-    """SIGKILL the scheduler: the container exits non-zero within 5 s, so a restart policy acts."""
+    """SIGKILL the scheduler: the container exits non-zero on its own, so a restart policy acts."""
     pid = fresh.pid_of("distributed.cli.dask_scheduler")
     fresh.exec("/bin/sh", "-c", f"kill -KILL {pid}")
-    assert fresh.wait_exited(timeout=5) != 0
+    # usually 1.5 s: the orphaned workers' 1 s grace (test_supervisor times it); 30 s is a hang
+    assert fresh.wait_exited(timeout=30) != 0
     assert "the cluster is gone" in fresh.logs()
 
 

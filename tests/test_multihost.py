@@ -18,7 +18,7 @@ from distributed import Client
 from entrypoint.contract import SCHEDULER_PORT
 from entrypoint.tools.certs import issue, new_cluster
 from entrypoint.tools.client import connect
-from tests.containers import docker
+from tests.containers import docker, logs_of
 
 pytestmark = pytest.mark.container
 COMPOSE_FILE = Path(__file__).parents[1] / "docker" / "compose.yaml"
@@ -76,13 +76,15 @@ class Deployment:
 
 
 def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
+    """Poll the logs for `text`; fail with them when the container exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logs = docker("logs", container, check=False)
-        if text in logs.stdout + logs.stderr:
+        if text in (logs := logs_of(container)):
             return
+        if docker("inspect", "-f", "{{.State.Running}}", container).stdout.strip() != "true":
+            raise AssertionError(f"{container} exited before {text!r}:\n{logs}")
         time.sleep(0.5)
-    raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s")
+    raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s:\n{logs_of(container)}")
 
 
 @pytest.fixture(scope="module")

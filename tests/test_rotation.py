@@ -85,7 +85,7 @@ def stream_of_tasks(client: Client, results: list[int]) -> None:
     """A bounded stream: a few tasks in flight at any time, each result kept."""
 
     def slow_identity(i: int) -> int:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the point: tasks still in flight when the certificate changes
         return i
 
     futures = as_completed(client.map(slow_identity, range(TASKS), pure=False))
