@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,10 +113,7 @@ def prepare(directory: Path) -> dict[str, str]:
     for name in environ:
         if name.startswith(SECRET_PREFIX):
             del os.environ[name]
-    checked = settings.from_environ(environ)
-    material = tls.check(checked.pems, datetime.now(UTC))
-    if checked.role != "scheduler":
-        scratch.check(Path(checked.scratch_dir))
+    checked, material = validate(environ)
     require_tmpfs(directory)
     if shm_is_the_hosts():
         log.warning(
@@ -135,6 +133,16 @@ def prepare(directory: Path) -> dict[str, str]:
     )
     log.info("%s", describe(plan))
     return clean_environment(environ)
+
+
+def validate(environ: Mapping[str, str]) -> tuple[settings.Settings, tls.Material]:
+    """Check every input the user gave: the variables, the certificate and key, the workers'
+    scratch space. Raises ConfigError for the first that is wrong; writes nothing."""
+    checked = settings.from_environ(environ)
+    material = tls.check(checked.pems, datetime.now(UTC))
+    if checked.role != "scheduler":
+        scratch.check(Path(checked.scratch_dir))
+    return checked, material
 
 
 def describe(plan: Plan) -> str:

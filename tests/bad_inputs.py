@@ -1,45 +1,58 @@
-"""Bad inputs, each with the words its one-line refusal must hold. Shared by the process tests
-(every row) and the container tests (the rows that need no file)."""
+"""The one table of refusals: bad inputs, each with the kind of mistake it is and the words its
+one-line refusal starts with. tests/test_start.py refuses every row in-process; the entrypoint as a
+process (tests/test_entrypoint_process.py) runs the first row of each kind; the container layer
+(tests/test_configuration.py) a sample of its own."""
 
 from __future__ import annotations
 
 import base64
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from entrypoint.contract import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR
+from entrypoint.contract import (
+    CA_VAR,
+    CERT_VAR,
+    DASHBOARD_VAR,
+    HTTP_CLIENT_CERT_VAR,
+    KEY_VAR,
+    MEMORY_VAR,
+    PASSPHRASE_VAR,
+    ROLE_VAR,
+    SCHEDULER_ADDRESS_VAR,
+    SCRATCH_VAR,
+    SECRET_PREFIX,
+    THREADS_VAR,
+    WORKERS_VAR,
+    file_var,
+)
 from entrypoint.tools.certs import Issued, issue, new_key
 from tests.material import ClusterMaterial, chain_of, padding, pem_of
 
 Env = dict[str, str]
+MakeEnv = Callable[[ClusterMaterial, Path], Env]  # (material, a scratch directory) -> environment
 # a variable's text; or for NAME_FILE, the file's content, or what makes the file at a path
 Value = str | bytes | Callable[[Path], None]
-CERT, KEY, CA = CERT_VAR, KEY_VAR, CA_VAR
-PASSPHRASE = PASSPHRASE_VAR
+TLS_FLOOR_VAR = "DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION"  # dask's own spelling, as users type it
 
 
 @dataclass(frozen=True)
 class BadInput:
     id: str
-    env: Callable[[ClusterMaterial, Path], Env]  # (material, a scratch directory) -> environment
-    says: str  # "{scratch}" stands for the scratch directory
-    needs_files: bool = False
+    kind: str  # the kind of mistake; the process layer runs the first row of each
+    env: MakeEnv
+    says: str  # what the refusal starts with; "{scratch}" stands for the scratch directory
 
     def says_for(self, scratch: Path) -> str:
         return self.says.replace("{scratch}", str(scratch))
 
 
-def ca_env(material: ClusterMaterial) -> Env:
-    return material.ca_env()
-
-
-def changed(**changes: str | None) -> Callable[[ClusterMaterial, Path], Env]:
+def changed(changes: Mapping[str, str | None]) -> MakeEnv:
     """The good CA environment with some variables replaced (None: removed)."""
 
     def env(material: ClusterMaterial, scratch: Path) -> Env:
@@ -49,14 +62,12 @@ def changed(**changes: str | None) -> Callable[[ClusterMaterial, Path], Env]:
     return env
 
 
-def derived(make: Callable[[ClusterMaterial], Env]) -> Callable[[ClusterMaterial, Path], Env]:
+def derived(make: Callable[[ClusterMaterial], Env]) -> MakeEnv:
     """The good CA environment updated with what `make` derives from the material."""
     return lambda material, scratch: {**material.ca_env(), **make(material)}
 
 
-def with_files(
-    make: Callable[[ClusterMaterial], dict[str, Value]],
-) -> Callable[[ClusterMaterial, Path], Env]:
+def with_files(make: Callable[[ClusterMaterial], dict[str, Value]]) -> MakeEnv:
     """The good CA environment with `make`'s variables: text as it is; a file (its bytes, or what
     makes it) at scratch/<name>.input, which NAME_FILE names instead of NAME."""
 
@@ -72,7 +83,7 @@ def with_files(
             else:
                 value(path)
             result.pop(name, None)
-            result[f"{name}_FILE"] = str(path)
+            result[file_var(name)] = str(path)
         return result
 
     return env
@@ -90,13 +101,13 @@ def symlink_to_fifo(path: Path) -> None:
 
 def issued_as_cluster(chain: list[Issued]) -> dict[str, Value]:
     """The chain in a DASK_CLUSTER_CERT_FILE (too large for a variable), its leaf's key."""
-    return {CERT: pem_of(chain).encode(), KEY: chain[0].key_pem.decode()}
+    return {CERT_VAR: pem_of(chain).encode(), KEY_VAR: chain[0].key_pem.decode()}
 
 
-def self_signed_pair(issued: Callable[[], Issued]) -> Callable[[ClusterMaterial, Path], Env]:
+def self_signed_pair(issued: Callable[[], Issued]) -> MakeEnv:
     def env(material: ClusterMaterial, scratch: Path) -> Env:
         made = issued()
-        return {CERT: made.cert_pem.decode(), KEY: made.key_pem.decode()}
+        return {CERT_VAR: made.cert_pem.decode(), KEY_VAR: made.key_pem.decode()}
 
     return env
 
@@ -112,258 +123,325 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def leaks(output: str, material: ClusterMaterial, env: Mapping[str, str]) -> list[str]:
+    """The secret text in `output`: PEM armour, pieces of the material's keys, or a piece of any
+    secret variable's value that the row made up."""
+    secrets = [
+        value
+        for name, value in env.items()
+        if name.startswith(SECRET_PREFIX) and not name.endswith("_FILE") and len(value) > 40
+    ]
+    fragments = [*material.secret_fragments(), *(value[20:40] for value in secrets)]
+    return [fragment for fragment in fragments if fragment in output]
+
+
 BAD_INPUTS = [
-    BadInput("cert-unset", changed(DASK_CLUSTER_CERT=None), f"{CERT}: is not set"),
-    BadInput("key-unset", changed(DASK_CLUSTER_KEY=None), f"{KEY}: is not set"),
-    BadInput("cert-empty", changed(DASK_CLUSTER_CERT=""), f"{CERT}: is empty"),
-    BadInput("key-blank", changed(DASK_CLUSTER_KEY=" \n "), f"{KEY}: is empty"),
-    BadInput("ca-empty", changed(DASK_CLUSTER_CA=""), f"{CA}: is empty"),
+    BadInput("cert-unset", "missing", changed({CERT_VAR: None}), f"{CERT_VAR}: is not set"),
+    BadInput("key-unset", "missing", changed({KEY_VAR: None}), f"{KEY_VAR}: is not set"),
+    BadInput("cert-empty", "missing", changed({CERT_VAR: ""}), f"{CERT_VAR}: is empty"),
+    BadInput("key-blank", "missing", changed({KEY_VAR: " \n "}), f"{KEY_VAR}: is empty"),
+    BadInput("ca-empty", "missing", changed({CA_VAR: ""}), f"{CA_VAR}: is empty"),
     BadInput(
         "cert-garbage",
-        changed(DASK_CLUSTER_CERT="hello world"),
-        f"{CERT}: is neither PEM text nor base64",
+        "not a PEM",
+        changed({CERT_VAR: "hello world"}),
+        f"{CERT_VAR}: is neither PEM text nor base64",
     ),
     BadInput(
-        "ca-garbage", changed(DASK_CLUSTER_CA="not a ca"), f"{CA}: is neither PEM text nor base64"
+        "ca-garbage",
+        "not a PEM",
+        changed({CA_VAR: "not a ca"}),
+        f"{CA_VAR}: is neither PEM text nor base64",
     ),
     BadInput(
         "cert-base64-not-pem",
-        changed(DASK_CLUSTER_CERT=base64.b64encode(b"just some bytes").decode()),
-        f"{CERT}: is base64, but not of a PEM",
+        "not a PEM",
+        changed({CERT_VAR: base64.b64encode(b"just some bytes").decode()}),
+        f"{CERT_VAR}: is base64, but not of a PEM",
     ),
     BadInput(
         "cert-truncated",
-        derived(lambda m: {CERT: m.cluster.cert_pem.decode()[:200]}),
-        f"{CERT}: is not a PEM certificate",
+        "not a PEM",
+        derived(lambda m: {CERT_VAR: m.cluster.cert_pem.decode()[:200]}),
+        f"{CERT_VAR}: is not a PEM certificate",
     ),
     BadInput(
         "key-truncated",
-        derived(lambda m: {KEY: m.cluster.key_pem.decode()[:90]}),
-        f"{KEY}: is not a PEM private key",
+        "not a PEM",
+        derived(lambda m: {KEY_VAR: m.cluster.key_pem.decode()[:90]}),
+        f"{KEY_VAR}: is not a PEM private key",
     ),
+    # the first of its kind: a variable's bytes that are not UTF-8 reach a process through
+    # os.environ's surrogate escapes, a path only the process layer takes
     BadInput(
-        "cert-holds-key",
-        derived(lambda m: {CERT: m.cluster.key_pem.decode()}),
-        f"{CERT}: holds a private key",
-    ),
-    BadInput(
-        "key-holds-cert",
-        derived(lambda m: {KEY: m.cluster.cert_pem.decode()}),
-        f"{KEY}: holds a certificate",
-    ),
-    BadInput(
-        "key-of-another-cert",
-        derived(lambda m: {KEY: m.client.key_pem.decode()}),
-        f"{KEY}: the key does not match the certificate",
-    ),
-    BadInput(
-        "expired",
-        self_signed_pair(
-            lambda: issue("old", ca=True, not_before=now() - timedelta(days=9), days=2)
-        ),
-        f"{CERT}: the certificate expired on",
-    ),
-    BadInput(
-        "not-yet-valid",
-        self_signed_pair(lambda: issue("new", ca=True, not_before=now() + timedelta(days=1))),
-        f"{CERT}: the certificate is not valid before",
-    ),
-    BadInput(
-        "cert-of-a-client",
-        derived(lambda m: {CERT: m.client.cert_pem.decode(), KEY: m.client.key_pem.decode()}),
-        f"{CERT}: its extendedKeyUsage lacks serverAuth, which the cluster needs",
-    ),
-    BadInput(
-        "cert-of-another-ca",
-        derived(lambda m: {CERT: m.intruder.cert_pem.decode(), KEY: m.intruder.key_pem.decode()}),
-        f"{CERT}: the certificate was not issued by the CA",
-    ),
-    BadInput(
-        "ca-not-a-ca",
-        derived(lambda m: {CA: m.client.cert_pem.decode()}),
-        f"{CA}: CN=client is not a CA",
-    ),
-    BadInput("ca-missing", changed(DASK_CLUSTER_CA=None), f"{CA}: is not set and the certificate"),
-    BadInput(
-        "rsa-1024",
-        self_signed_pair(lambda: issue("weak", ca=True, key=new_key("rsa1024"))),
-        f"{CERT}: the RSA key has 1024 bits",
-    ),
-    BadInput(
-        "key-encrypted", derived(lambda m: {KEY: encrypted_key(m)}), f"{KEY}: the key is encrypted"
-    ),
-    BadInput(
-        "passphrase-wrong",
-        derived(lambda m: {KEY: encrypted_key(m), PASSPHRASE: "wrong"}),
-        f"{PASSPHRASE}: does not decrypt the key",
-    ),
-    BadInput(
-        "passphrase-for-clear-key",
-        changed(DASK_CLUSTER_KEY_PASSPHRASE="pointless"),
-        f"{PASSPHRASE}: is set but the key is not encrypted",
-    ),
-    BadInput(
-        "cert-and-cert-file",
-        derived(lambda m: {"DASK_CLUSTER_CERT_FILE": "/run/secrets/cert"}),
-        f"{CERT}: is set and so is DASK_CLUSTER_CERT_FILE",
-    ),
-    BadInput("cert-non-utf8", changed(DASK_CLUSTER_CERT="caf\udce9"), f"{CERT}: is not UTF-8 text"),
-    BadInput(
-        "key-file-missing",
-        lambda m, scratch: {
-            **{k: v for k, v in ca_env(m).items() if k != KEY},
-            "DASK_CLUSTER_KEY_FILE": "/run/secrets/none",
-        },
-        "DASK_CLUSTER_KEY_FILE: cannot read /run/secrets/none: No such file or directory",
-    ),
-    BadInput(
-        "cert-file-huge",
-        with_files(lambda m: {CERT: b"A" * (2 << 20)}),
-        "DASK_CLUSTER_CERT_FILE: is over 1024 KiB",
-        needs_files=True,
+        "cert-non-utf8", "not text", changed({CERT_VAR: "caf\udce9"}), f"{CERT_VAR}: is not UTF-8"
     ),
     BadInput(
         "ca-file-not-utf8",
-        with_files(lambda m: {CA: b"\xff\xfe\x00garbage"}),
-        "DASK_CLUSTER_CA_FILE: {scratch}/dask_cluster_ca.input is not UTF-8 text",
-        needs_files=True,
+        "not text",
+        with_files(lambda m: {CA_VAR: b"\xff\xfe\x00garbage"}),
+        f"{file_var(CA_VAR)}: {{scratch}}/dask_cluster_ca.input is not UTF-8 text",
     ),
     BadInput(
-        "cert-file-empty",
-        with_files(lambda m: {CERT: b""}),
-        "DASK_CLUSTER_CERT_FILE: {scratch}/dask_cluster_cert.input is empty",
-        needs_files=True,
+        "cert-holds-key",
+        "mixed up",
+        derived(lambda m: {CERT_VAR: m.cluster.key_pem.decode()}),
+        f"{CERT_VAR}: holds a private key",
     ),
     BadInput(
-        "passphrase-file-blank",
-        with_files(lambda m: {KEY: encrypted_key(m), PASSPHRASE: b"\n"}),
-        "DASK_CLUSTER_KEY_PASSPHRASE_FILE: {scratch}/dask_cluster_key_passphrase.input is empty",
-        needs_files=True,
+        "key-holds-cert",
+        "mixed up",
+        derived(lambda m: {KEY_VAR: m.cluster.cert_pem.decode()}),
+        f"{KEY_VAR}: holds a certificate",
+    ),
+    BadInput(
+        "key-of-another-cert",
+        "mixed up",
+        derived(lambda m: {KEY_VAR: m.client.key_pem.decode()}),
+        f"{KEY_VAR}: the key does not match the certificate",
+    ),
+    BadInput(
+        "expired",
+        "validity",
+        self_signed_pair(
+            lambda: issue("old", ca=True, not_before=now() - timedelta(days=9), days=2)
+        ),
+        f"{CERT_VAR}: the certificate expired on",
+    ),
+    BadInput(
+        "not-yet-valid",
+        "validity",
+        self_signed_pair(lambda: issue("new", ca=True, not_before=now() + timedelta(days=1))),
+        f"{CERT_VAR}: the certificate is not valid before",
+    ),
+    BadInput(
+        "cert-of-another-ca",
+        "trust",
+        derived(
+            lambda m: {CERT_VAR: m.intruder.cert_pem.decode(), KEY_VAR: m.intruder.key_pem.decode()}
+        ),
+        f"{CERT_VAR}: the certificate was not issued by the CA",
+    ),
+    BadInput(
+        "cert-of-a-client",
+        "trust",
+        derived(
+            lambda m: {CERT_VAR: m.client.cert_pem.decode(), KEY_VAR: m.client.key_pem.decode()}
+        ),
+        f"{CERT_VAR}: its extendedKeyUsage lacks serverAuth, which the cluster needs",
+    ),
+    BadInput(
+        "ca-not-a-ca",
+        "trust",
+        derived(lambda m: {CA_VAR: m.client.cert_pem.decode()}),
+        f"{CA_VAR}: CN=client is not a CA",
+    ),
+    BadInput(
+        "ca-missing", "trust", changed({CA_VAR: None}), f"{CA_VAR}: is not set and the certificate"
+    ),
+    BadInput(
+        "rsa-1024",
+        "weak key",
+        self_signed_pair(lambda: issue("weak", ca=True, key=new_key("rsa1024"))),
+        f"{CERT_VAR}: the RSA key has 1024 bits",
+    ),
+    BadInput(
+        "passphrase-wrong",
+        "passphrase",
+        derived(lambda m: {KEY_VAR: encrypted_key(m), PASSPHRASE_VAR: "wrong"}),
+        f"{PASSPHRASE_VAR}: does not decrypt the key",
+    ),
+    BadInput(
+        "key-encrypted",
+        "passphrase",
+        derived(lambda m: {KEY_VAR: encrypted_key(m)}),
+        f"{KEY_VAR}: the key is encrypted",
+    ),
+    BadInput(
+        "passphrase-for-clear-key",
+        "passphrase",
+        changed({PASSPHRASE_VAR: "pointless"}),
+        f"{PASSPHRASE_VAR}: is set but the key is not encrypted",
+    ),
+    BadInput(
+        "cert-and-cert-file",
+        "two sources",
+        derived(lambda m: {file_var(CERT_VAR): "/run/secrets/cert"}),
+        f"{CERT_VAR}: is set and so is {file_var(CERT_VAR)}",
     ),
     BadInput(
         "key-file-fifo",
-        with_files(lambda m: {KEY: os.mkfifo}),
-        "DASK_CLUSTER_KEY_FILE: {scratch}/dask_cluster_key.input is a FIFO, not a regular file",
-        needs_files=True,
+        "file",
+        with_files(lambda m: {KEY_VAR: os.mkfifo}),
+        f"{file_var(KEY_VAR)}: {{scratch}}/dask_cluster_key.input is a FIFO, not a regular file",
+    ),
+    BadInput(
+        "cert-file-huge",
+        "file",
+        with_files(lambda m: {CERT_VAR: b"A" * (2 << 20)}),
+        f"{file_var(CERT_VAR)}: is over 1024 KiB",
+    ),
+    BadInput(
+        "cert-file-empty",
+        "file",
+        with_files(lambda m: {CERT_VAR: b""}),
+        f"{file_var(CERT_VAR)}: {{scratch}}/dask_cluster_cert.input is empty",
+    ),
+    BadInput(
+        "passphrase-file-blank",
+        "file",
+        with_files(lambda m: {KEY_VAR: encrypted_key(m), PASSPHRASE_VAR: b"\n"}),
+        f"{file_var(PASSPHRASE_VAR)}: {{scratch}}/dask_cluster_key_passphrase.input is empty",
+    ),
+    BadInput(
+        "key-file-missing",
+        "file",
+        changed({KEY_VAR: None, file_var(KEY_VAR): "/run/secrets/none"}),
+        f"{file_var(KEY_VAR)}: cannot read /run/secrets/none: No such file or directory",
     ),
     BadInput(
         "key-file-symlink-to-fifo",
-        with_files(lambda m: {KEY: symlink_to_fifo}),
-        "DASK_CLUSTER_KEY_FILE: {scratch}/dask_cluster_key.input is a FIFO, not a regular file",
-        needs_files=True,
+        "file",
+        with_files(lambda m: {KEY_VAR: symlink_to_fifo}),
+        f"{file_var(KEY_VAR)}: {{scratch}}/dask_cluster_key.input is a FIFO, not a regular file",
     ),
     BadInput(
         "passphrase-file-fifo",
-        with_files(lambda m: {KEY: encrypted_key(m), PASSPHRASE: os.mkfifo}),
-        "DASK_CLUSTER_KEY_PASSPHRASE_FILE: {scratch}/dask_cluster_key_passphrase.input is a FIFO",
-        needs_files=True,
+        "file",
+        with_files(lambda m: {KEY_VAR: encrypted_key(m), PASSPHRASE_VAR: os.mkfifo}),
+        f"{file_var(PASSPHRASE_VAR)}: {{scratch}}/dask_cluster_key_passphrase.input is a FIFO",
     ),
     BadInput(
         "cert-file-socket",
-        with_files(lambda m: {CERT: unix_socket}),
-        "DASK_CLUSTER_CERT_FILE: {scratch}/dask_cluster_cert.input is a socket, not a regular",
-        needs_files=True,
+        "file",
+        with_files(lambda m: {CERT_VAR: unix_socket}),
+        f"{file_var(CERT_VAR)}: {{scratch}}/dask_cluster_cert.input is a socket, not a regular",
     ),
     BadInput(
         "ca-file-device",
-        changed(DASK_CLUSTER_CA=None, DASK_CLUSTER_CA_FILE="/dev/null"),
-        "DASK_CLUSTER_CA_FILE: /dev/null is a character device, not a regular file",
+        "file",
+        changed({CA_VAR: None, file_var(CA_VAR): "/dev/null"}),
+        f"{file_var(CA_VAR)}: /dev/null is a character device, not a regular file",
     ),
     BadInput(
         "chain-of-1000",
+        "size",
         with_files(lambda m: issued_as_cluster(chain_of(m.ca, [0] * 1000))),
-        f"{CERT}: holds 1000 certificates, over the limit of 10",
-        needs_files=True,
+        f"{CERT_VAR}: holds 1000 certificates, over the limit of 10",
     ),
     BadInput(
         "san-of-5000-names",
+        "size",
         with_files(
             lambda m: issued_as_cluster(
                 [issue("cluster", m.ca, names=tuple(f"w{i}.dask.example.com" for i in range(5000)))]
             )
         ),
-        f"{CERT}: certificate 1 is over the limit of 16 KiB",
-        needs_files=True,
+        f"{CERT_VAR}: certificate 1 is over the limit of 16 KiB",
     ),
     BadInput(
         "extension-of-100-kb",
+        "size",
         with_files(lambda m: issued_as_cluster([issue("cluster", m.ca, extra=padding(100_000))])),
-        f"{CERT}: certificate 1 is over the limit of 16 KiB",
-        needs_files=True,
+        f"{CERT_VAR}: certificate 1 is over the limit of 16 KiB",
     ),
     BadInput(
         "chain-over-64-kib",
+        "size",
         derived(
             lambda m: {
-                CERT: pem_of(chain := chain_of(m.ca, [14_000] * 5)),
-                KEY: chain[0].key_pem.decode(),
+                CERT_VAR: pem_of(chain := chain_of(m.ca, [14_000] * 5)),
+                KEY_VAR: chain[0].key_pem.decode(),
             }
         ),
-        f"{CERT}: the certificate and its intermediates are over the limit of 64 KiB",
+        f"{CERT_VAR}: the certificate and its intermediates are over the limit of 64 KiB",
     ),
     BadInput(
         "ca-certificate-over-16-kib",
-        derived(lambda m: {CA: issue("CA", ca=True, extra=padding(20_000)).cert_pem.decode()}),
-        f"{CA}: certificate 1 is over the limit of 16 KiB",
+        "size",
+        derived(lambda m: {CA_VAR: issue("CA", ca=True, extra=padding(20_000)).cert_pem.decode()}),
+        f"{CA_VAR}: certificate 1 is over the limit of 16 KiB",
     ),
     BadInput(
         "ca-bundle-of-33",
-        derived(lambda m: {CA: pem_of([m.ca, *(issue(f"CA {i}", ca=True) for i in range(32))])}),
-        f"{CA}: holds 33 certificates, over the limit of 32",
-    ),
-    BadInput("workers-zero", changed(NUM_WORKERS="0"), "NUM_WORKERS: 0 is out of range"),
-    BadInput("workers-huge", changed(NUM_WORKERS="100000"), "NUM_WORKERS: 100000 is out of range"),
-    BadInput(
-        "workers-word", changed(NUM_WORKERS="four"), "NUM_WORKERS: 'four' is not a whole number"
-    ),
-    BadInput(
-        "threads-negative",
-        changed(THREADS_PER_WORKER="-1"),
-        "THREADS_PER_WORKER: '-1' is not a whole",
-    ),
-    BadInput(
-        "threads-fraction",
-        changed(THREADS_PER_WORKER="1.5"),
-        "THREADS_PER_WORKER: '1.5' is not a whole",
+        "size",
+        derived(
+            lambda m: {CA_VAR: pem_of([m.ca, *(issue(f"CA {i}", ca=True) for i in range(32))])}
+        ),
+        f"{CA_VAR}: holds 33 certificates, over the limit of 32",
     ),
     BadInput(
         "memory-words",
-        changed(MEMORY_PER_WORKER="plenty"),
-        "MEMORY_PER_WORKER: 'plenty' is not a size",
+        "sizing",
+        changed({MEMORY_VAR: "plenty"}),
+        f"{MEMORY_VAR}: 'plenty' is not a size",
+    ),
+    BadInput(
+        "workers-zero", "sizing", changed({WORKERS_VAR: "0"}), f"{WORKERS_VAR}: 0 is out of range"
+    ),
+    BadInput(
+        "workers-huge",
+        "sizing",
+        changed({WORKERS_VAR: "100000"}),
+        f"{WORKERS_VAR}: 100000 is out of range",
+    ),
+    BadInput(
+        "workers-word",
+        "sizing",
+        changed({WORKERS_VAR: "four"}),
+        f"{WORKERS_VAR}: 'four' is not a whole number",
+    ),
+    BadInput(
+        "threads-negative",
+        "sizing",
+        changed({THREADS_VAR: "-1"}),
+        f"{THREADS_VAR}: '-1' is not a whole",
+    ),
+    BadInput(
+        "threads-fraction",
+        "sizing",
+        changed({THREADS_VAR: "1.5"}),
+        f"{THREADS_VAR}: '1.5' is not a whole",
     ),
     BadInput(
         "memory-infinite",
-        changed(MEMORY_PER_WORKER="1e309"),
-        "MEMORY_PER_WORKER: '1e309' is not a size",
+        "sizing",
+        changed({MEMORY_VAR: "1e309"}),
+        f"{MEMORY_VAR}: '1e309' is not a size",
     ),
-    BadInput("memory-zero", changed(MEMORY_PER_WORKER="0"), "MEMORY_PER_WORKER: '0' is below"),
+    BadInput("memory-zero", "sizing", changed({MEMORY_VAR: "0"}), f"{MEMORY_VAR}: '0' is below"),
     BadInput(
-        "memory-negative", changed(MEMORY_PER_WORKER="-4"), "MEMORY_PER_WORKER: '-4' is below"
+        "memory-negative", "sizing", changed({MEMORY_VAR: "-4"}), f"{MEMORY_VAR}: '-4' is below"
     ),
     BadInput(
         "memory-over-the-limit",
-        changed(NUM_WORKERS="2", MEMORY_PER_WORKER="100000"),
-        "MEMORY_PER_WORKER: 2 workers x 90.95 TiB is more than the container's",
+        "sizing",
+        changed({WORKERS_VAR: "2", MEMORY_VAR: "100000"}),
+        f"{MEMORY_VAR}: 2 workers x 90.95 TiB is more than the container's",
     ),
     BadInput(
         "dashboard-protocol",
-        changed(DASHBOARD_PROTOCOL="ftp"),
-        "DASHBOARD_PROTOCOL: 'ftp' is not https or http",
+        "dashboard",
+        changed({DASHBOARD_VAR: "ftp"}),
+        f"{DASHBOARD_VAR}: 'ftp' is not https or http",
     ),
     BadInput(
         "http-client-cert",
-        changed(HTTP_CLIENT_CERT="maybe"),
-        "HTTP_CLIENT_CERT: 'maybe' is not required or none",
+        "dashboard",
+        changed({HTTP_CLIENT_CERT_VAR: "maybe"}),
+        f"{HTTP_CLIENT_CERT_VAR}: 'maybe' is not required or none",
     ),
     BadInput(
         "tls-floor-below-1.2",
-        changed(DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION="1.1"),
-        "DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION: '1.1' is not 1.2 or 1.3",
+        "tls floor",
+        changed({TLS_FLOOR_VAR: "1.1"}),
+        f"{TLS_FLOOR_VAR}: '1.1' is not 1.2 or 1.3",
     ),
     *(
         BadInput(
             f"overrides-{name.lower()}",
-            changed(**{name: value}),
+            "fixed dask setting",
+            changed({name: value}),
             f"{name}: would set {key}, which this image fixes",
         )
         for name, value, key in (
@@ -387,10 +465,43 @@ BAD_INPUTS = [
         )
     ),
     BadInput(
+        "role-unknown",
+        "role",
+        changed({ROLE_VAR: "boss"}),
+        f"{ROLE_VAR}: 'boss' is not all, scheduler or worker",
+    ),
+    BadInput(
+        "worker-without-scheduler",
+        "role",
+        changed({ROLE_VAR: "worker"}),
+        f"{SCHEDULER_ADDRESS_VAR}: is not set, and {ROLE_VAR}=worker needs it",
+    ),
+    BadInput(
+        "scheduler-address-not-tls",
+        "role",
+        changed({ROLE_VAR: "worker", SCHEDULER_ADDRESS_VAR: "tcp://scheduler:8786"}),
+        f"{SCHEDULER_ADDRESS_VAR}: tcp:// is not TLS",
+    ),
+    BadInput(
+        "scheduler-address-not-host-port",
+        "role",
+        changed({ROLE_VAR: "worker", SCHEDULER_ADDRESS_VAR: "scheduler:port"}),
+        f"{SCHEDULER_ADDRESS_VAR}: 'scheduler:port' is not HOST:PORT",
+    ),
+    BadInput(
         "scratch-missing",
-        changed(DASK_TEMPORARY_DIRECTORY="/nonexistent/scratch"),
-        "DASK_TEMPORARY_DIRECTORY: the workers' scratch space /nonexistent/scratch is not writable",
+        "scratch",
+        changed({SCRATCH_VAR: "/nonexistent/scratch"}),
+        f"{SCRATCH_VAR}: the workers' scratch space /nonexistent/scratch is not writable",
     ),
 ]
 BY_ID = {bad.id: bad for bad in BAD_INPUTS}
 assert len(BY_ID) == len(BAD_INPUTS)
+
+
+def first_of_each_kind() -> list[BadInput]:
+    """One row per kind of mistake, in the table's order."""
+    first: dict[str, BadInput] = {}
+    for bad in BAD_INPUTS:
+        first.setdefault(bad.kind, bad)
+    return list(first.values())

@@ -2,15 +2,33 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 from entrypoint.tools.certs import new_cluster
 from tests.client_env import ROOT, make_client
-from tests.containers import Container, docker_available
-from tests.material import ClusterMaterial, write_pem_files
+from tests.containers import Container, docker_available, forget_removed, logs_for_a_report
+from tests.material import ClusterMaterial, client_security, write_pem_files
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    forget_removed()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A container test that fails, in its body or its fixtures' setup, whatever it waited on:
+    its report ends with the logs of every container the test removed or left running."""
+    report: pytest.TestReport = yield
+    if report.failed and report.when != "teardown" and item.get_closest_marker("container"):
+        for name, logs in logs_for_a_report():
+            report.sections.append((f"logs of {name}", logs))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +64,13 @@ def healthy_cluster(image: str, material: ClusterMaterial) -> Iterator[Container
 def cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
     """A cluster shared by a module's tests."""
     yield from healthy_cluster(image, material)
+
+
+@pytest.fixture
+def client(cluster: Container, pems: dict[str, str]) -> Iterator[Client]:
+    """A client of the module's cluster, connected with the CA's client certificate."""
+    with Client(cluster.address, security=client_security(pems), timeout="20s") as connected:
+        yield connected
 
 
 @pytest.fixture

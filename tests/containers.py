@@ -14,6 +14,13 @@ from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
 DOCKER = os.environ.get("DOCKER") or (
     "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 )
+# The names of this run's containers: Container's, and docker-compose's for a project named
+# dasktls<pid> (tests/test_multihost.py).
+OURS = (f"dask-tls-test-{os.getpid()}-", f"dasktls{os.getpid()}_")
+# "the README's hardened run": a read-only root, a tmpfs for /tmp
+HARDENED = ["--read-only", "--tmpfs", "/tmp"]
+REPORTED_LOG_CHARS = 20_000  # the end of each container's logs in a failed test's report
+_removed: list[tuple[str, str]] = []  # (name, logs) of the containers removed during this test
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -33,7 +40,7 @@ class Container:
         docker_args: Sequence[str] = (),
         name: str | None = None,
     ) -> None:
-        self.name = name or f"dask-tls-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.name = name or f"{OURS[0]}{time.monotonic_ns()}"
         env_args = [arg for key in env for arg in ("-e", key)]
         # -e NAME passes the value from our environment: the PEM never sits on a command line
         subprocess.run(
@@ -66,8 +73,7 @@ class Container:
         return self.state("Running") == "true"
 
     def logs(self) -> str:
-        result = docker("logs", self.name, check=False)
-        return result.stdout + result.stderr
+        return logs_of(self.name)
 
     def exec(self, *command: str, check: bool = True) -> str:
         # env -i: a docker exec inherits the container's environment, PEM included
@@ -110,14 +116,43 @@ class Container:
         raise AssertionError(f"no {what} within {timeout:.0f} s:\n{self.logs()}")
 
     def wait_exited(self, timeout: float) -> int:
-        result = docker("wait", self.name, timeout=timeout)
+        """The container's exit code once it exits; fails with the logs after `timeout`."""
+        try:
+            result = docker("wait", self.name, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout:.0f} s:\n{self.logs()}") from None
         return int(result.stdout.strip())
 
     def wait_healthy(self, timeout: float = 60) -> None:
         self.wait_until(lambda: self.state("Health.Status") == "healthy", "healthy status", timeout)
 
     def remove(self) -> None:
-        docker("rm", "-f", "-v", self.name, check=False)
+        remove_container(self.name)
+
+
+def logs_of(container: str) -> str:
+    result = docker("logs", container, check=False)
+    return result.stdout + result.stderr
+
+
+def remove_container(name: str) -> None:
+    """`docker rm -f -v`, keeping the container's logs for the report of the test, should it fail
+    (conftest.py attaches them)."""
+    _removed.append((name, logs_of(name)))
+    docker("rm", "-f", "-v", name, check=False)
+
+
+def forget_removed() -> None:
+    _removed.clear()
+
+
+def logs_for_a_report() -> list[tuple[str, str]]:
+    """(name, the end of its logs) of each container this run removed during the current test,
+    then of each of this run's containers still there."""
+    filters = [arg for prefix in OURS for arg in ("--filter", f"name={prefix}")]
+    listed = docker("ps", "-a", "--format", "{{.Names}}", *filters, check=False).stdout
+    there = [(name, logs_of(name)) for name in sorted(listed.split())]
+    return [(name, logs[-REPORTED_LOG_CHARS:]) for name, logs in [*_removed, *there]]
 
 
 def unexpected_tracebacks(logs: str) -> list[str]:
@@ -141,14 +176,12 @@ def docker_available() -> bool:
 
 
 def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
-    """Poll a container's logs (by name) for `text`; fail with those logs if it does not come."""
+    """Poll a container's logs (by name) for `text`; fail with them if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logs = docker("logs", container, check=False)
-        if text in logs.stdout + logs.stderr:
+        if text in (logs := logs_of(container)):
             return
+        if docker("inspect", "-f", "{{.State.Running}}", container, check=False).stdout.strip() != "true":
+            raise AssertionError(f"{container} stopped before {text!r}:\n{logs}")
         time.sleep(0.5)
-    logs = docker("logs", container, check=False)
-    raise AssertionError(
-        f"no {text!r} from {container} in {timeout:.0f} s:\n{logs.stdout}{logs.stderr}"
-    )
+    raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s:\n{logs_of(container)}")

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from distributed.security import Security
 
+from entrypoint.contract import CA_VAR, CERT_VAR, KEY_VAR
 from entrypoint.tools.certs import Issued, blogs_certificate, issue
 
 # an OID of our own under 2.25 (a UUID, X.667): an extension no TLS stack knows, only size
@@ -38,15 +39,15 @@ class ClusterMaterial:
 
     def ca_env(self) -> dict[str, str]:
         return {
-            "DASK_CLUSTER_CERT": self.cluster.cert_pem.decode(),
-            "DASK_CLUSTER_KEY": self.cluster.key_pem.decode(),
-            "DASK_CLUSTER_CA": self.ca.cert_pem.decode(),
+            CERT_VAR: self.cluster.cert_pem.decode(),
+            KEY_VAR: self.cluster.key_pem.decode(),
+            CA_VAR: self.ca.cert_pem.decode(),
         }
 
     def seed_env(self) -> dict[str, str]:
         return {
-            "DASK_CLUSTER_CERT": self.seed.cert_pem.decode(),
-            "DASK_CLUSTER_KEY": self.seed.key_pem.decode(),
+            CERT_VAR: self.seed.cert_pem.decode(),
+            KEY_VAR: self.seed.key_pem.decode(),
         }
 
     def secret_fragments(self) -> list[str]:

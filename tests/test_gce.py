@@ -35,7 +35,7 @@ from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
 from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
-from tests.containers import DOCKER, docker, wait_for_log
+from tests.containers import DOCKER, docker, remove_container, wait_for_log
 
 PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
@@ -299,12 +299,17 @@ class RehearsedVM:
         return docker("exec", container, "/usr/bin/env", "-i", "cat", path).stdout
 
     def stop(self) -> int:
+        """`docker stop`: the exit code of the unit's `docker run`; fails with its log if it
+        does not end."""
         docker("stop", self.deployment.container, timeout=30)
         assert self.process is not None
-        return self.process.wait(timeout=30)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after 30 s:\n{self.log.read_text()}") from None
 
     def remove(self) -> None:
-        docker("rm", "-f", self.deployment.container, check=False)
+        remove_container(self.deployment.container)
         docker("volume", "rm", "-f", self.deployment.scratch_volume, check=False)
         if self.process:
             self.process.kill()
@@ -377,7 +382,7 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
     and stays up."""
 
     def hostname_after_a_while(_: int) -> str:  # nested: sent by value, as cloudpickle does
-        time.sleep(0.05)
+        time.sleep(0.05)  # the point: tasks long enough to spread over both workers
         return socket.gethostname()
 
     cluster = Deployment(project=PROJECT, image=image, source_ranges=(), worker_vms=2,

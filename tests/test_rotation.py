@@ -21,7 +21,6 @@ from entrypoint.rotation import expiry_line
 from entrypoint.tools.certs import ClusterSet, issue, new_cluster
 from tests.containers import Container, docker
 
-pytestmark = pytest.mark.container
 MOUNT = "/run/secrets/dask-tls"
 TASKS = 300
 
@@ -85,13 +84,14 @@ def stream_of_tasks(client: Client, results: list[int]) -> None:
     """A bounded stream: a few tasks in flight at any time, each result kept."""
 
     def slow_identity(i: int) -> int:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the point: tasks still in flight when the certificate changes
         return i
 
     futures = as_completed(client.map(slow_identity, range(TASKS), pure=False))
     results.extend(future.result() for future in futures)
 
 
+@pytest.mark.container
 def test_rotation_while_a_client_computes(mounted: tuple[Container, ClusterSet, Path]) -> None:
     """SIGHUP with a renewed certificate mounted: no task lost, the connected client keeps working,
     new connections to 8786, 8787, a worker and a nanny get the new certificate, and a client
@@ -153,6 +153,7 @@ def test_rotation_while_a_client_computes(mounted: tuple[Container, ClusterSet, 
     assert "SIGHUP: serving the new certificate" in logs and "Traceback" not in logs
 
 
+@pytest.mark.container
 def test_bad_material_keeps_the_running_certificate(
     mounted: tuple[Container, ClusterSet, Path],
 ) -> None:
@@ -176,6 +177,7 @@ def test_bad_material_keeps_the_running_certificate(
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
 
 
+@pytest.mark.container
 def test_material_given_as_values_cannot_rotate(fresh: Container) -> None:
     """SIGHUP to a container given -e values says, in one line, that they cannot change."""
     docker("kill", "--signal", "HUP", fresh.name)

@@ -1,21 +1,30 @@
-"""No open door on any port: every HTTPS listener asks for a certificate from the cluster's CA, from
-the first moment; one TLS floor for all ports; stalled handshakes are dropped."""
+"""No open door: strangers (another CA, no certificate, plain tcp://) are refused; every HTTPS
+listener asks for a certificate from the cluster's CA, from the first moment; one TLS floor for all
+ports; stalled handshakes are dropped; the key material is private, in no process's environment and
+nowhere in the image. (The TLS profile as a scanner sees it: test_security_tls_profile.py; the
+dashboard in a real browser: test_security_browser.py.)"""
 
 from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from distributed import Client
+from distributed.security import Security
 
-from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
-from tests.containers import Container
+from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT, UID
+from tests.containers import Container, docker
 from tests.material import ClusterMaterial, client_security
 
 pytestmark = pytest.mark.container
+REFUSED = (OSError, TimeoutError)
 # Run inside the container: a TLS client with no certificate asks each port for /health and says
 # whether an HTTP answer came back. In TLS 1.3 the server's refusal arrives after the handshake.
 PROBE = """
@@ -63,6 +72,46 @@ def starting(image: str, material: ClusterMaterial) -> Iterator[Container]:
         yield container
     finally:
         container.remove()
+
+
+@pytest.mark.parametrize("who", ["another-ca", "plain-tcp"])
+def test_strangers_are_refused(cluster: Container, pems: dict[str, str], who: str) -> None:
+    """A client with a certificate from another CA, or on plain tcp://, is refused."""
+    address, security = {
+        "another-ca": (cluster.address, client_security(pems, "intruder")),
+        "plain-tcp": (f"tcp://127.0.0.1:{cluster.port()}", Security()),
+    }[who]
+    with pytest.raises(REFUSED):
+        Client(address, security=security, timeout="3s")
+
+
+def test_tls_without_a_client_certificate_is_refused(
+    cluster: Container, pems: dict[str, str]
+) -> None:
+    """A TLS peer that trusts the CA but shows no certificate gets not one byte of the protocol."""
+    context = ssl.create_default_context(cafile=pems["ca"])
+    context.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", cluster.port()), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        try:
+            received = tls.recv(1)
+        except (ssl.SSLError, ConnectionError):
+            received = b""
+    assert received == b""
+
+
+def test_dashboard_is_https_with_the_clusters_certificate(
+    cluster: Container, pems: dict[str, str]
+) -> None:
+    """Port 8787 speaks HTTPS with a certificate the cluster's CA verifies; /health answers a client
+    that shows its certificate."""
+    context = ssl.create_default_context(cafile=pems["ca"])
+    context.load_cert_chain(pems["client"], pems["client_key"])
+    url = f"https://localhost:{cluster.port(DASHBOARD_PORT)}/health"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        assert response.read() == b"ok"
 
 
 def test_dashboard_never_answers_without_a_certificate(
@@ -192,3 +241,54 @@ def test_forced_settings_cannot_be_overridden(image: str, material: ClusterMater
         assert len(logs.splitlines()) == 1 and "which this image fixes" in logs, logs
     finally:
         container.remove()
+
+
+def test_private_files_are_private(cluster: Container) -> None:
+    """The key material sits on tmpfs: a 0700 directory of 0600 files of the runtime user, the
+    only one of ours in /dev/shm, named after the container's mount namespace."""
+    directory = cluster.private_dir()
+    listing = cluster.exec("/bin/sh", "-c", f"stat -c '%a %u %n' /dev/shm/dask-tls* {directory}/*")
+    modes = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
+    assert modes.pop(directory) == ["700", f"{UID}"]
+    assert set(modes) == {
+        f"{directory}/{n}" for n in ("ca.pem", "cert.pem", "key.pem", "plan.json")
+    }
+    assert all(mode == ["600", f"{UID}"] for mode in modes.values())
+
+
+def test_no_process_environment_holds_secret_text(
+    cluster: Container, material: ClusterMaterial
+) -> None:
+    """No process, PID 1 included, has the PEM (or a piece of its key) in /proc/<pid>/environ."""
+    environs = cluster.exec(
+        "/bin/sh",
+        "-c",
+        'for f in /proc/[0-9]*/environ; do echo "== $f"; tr "\\0" "\\n" < "$f"; done',
+    )
+    assert "== /proc/1/environ" in environs
+    leaks = [f for f in material.secret_fragments() if f in environs]
+    assert leaks == []
+
+
+def test_image_holds_no_key_and_its_history_no_secret(image: str) -> None:
+    """No private key file anywhere in the image (searched as root), no secret in its history."""
+    history = docker("history", "--no-trunc", image).stdout
+    assert "PRIVATE KEY" not in history and "pip-ca" not in history.replace("id=pip-ca", "")
+    found = docker(
+        "run", "--rm", "--user", "0", "--entrypoint", "/bin/sh", image, "-c",
+        "grep -rlIE '^-----BEGIN [A-Z ]*PRIVATE KEY-----$' /opt /etc /home /root /usr; true",
+    ).stdout  # fmt: skip
+    assert found == ""
+
+
+def test_structure(image: str) -> None:
+    """container-structure-test's checks in docker/structure-test*.yaml pass on the image."""
+    docker_dir = Path(__file__).parents[1] / "docker"
+    configs = [docker_dir / "structure-test.yaml", docker_dir / "structure-test-root.yaml"]
+    binary = Path(sys.executable).parent / "container-structure-test"
+    result = subprocess.run(
+        [str(binary), "test", "--image", image, *(f"--config={c}" for c in configs)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Failures:    0" in result.stdout
