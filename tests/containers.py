@@ -181,7 +181,8 @@ def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         if text in (logs := logs_of(container)):
             return
-        if docker("inspect", "-f", "{{.State.Running}}", container, check=False).stdout.strip() != "true":
+        running = docker("inspect", "-f", "{{.State.Running}}", container, check=False).stdout
+        if running.strip() != "true":
             raise AssertionError(f"{container} stopped before {text!r}:\n{logs}")
         time.sleep(0.5)
     raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s:\n{logs_of(container)}")
