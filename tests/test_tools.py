@@ -292,12 +292,13 @@ def test_certs_new_run_as_the_readme_shows_prints_paths_of_this_host(
 
 
 @pytest.mark.container
-@pytest.mark.parametrize("case", ["days", "not-writable"])
+@pytest.mark.parametrize("case", ["days", "not-writable", "not-searchable"])
 def test_the_image_refuses_bad_arguments_in_one_line(image: str, tmp_path: Path, case: str) -> None:
-    """From the real image, a bad --days or an --out the user cannot write: one line on stderr,
-    exit 1, no traceback."""
+    """From the real image, a bad --days or an --out the user cannot write or even look into:
+    one line on stderr, exit 1, no traceback."""
     mounted = tmp_path / "mounted"
     (mounted / "read-only").mkdir(parents=True)
+    (mounted / "closed").mkdir(mode=0o700)
     mounted.chmod(0o777)
     (mounted / "read-only").chmod(0o555)
     args, says = {
@@ -305,6 +306,11 @@ def test_the_image_refuses_bad_arguments_in_one_line(image: str, tmp_path: Path,
         "not-writable": (
             ["--out", "read-only"],
             "dask-tls: --out read-only: not writable for uid 12345",
+        ),
+        "not-searchable": (
+            ["--out", "closed/certs"],
+            "dask-tls: closed/certs: Permission denied (this runs as uid 12345: run it as the"
+            ' folder\'s owner, -u "$(id -u)")',
         ),
     }[case]
     result = docker(

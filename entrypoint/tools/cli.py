@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from entrypoint.contract import SCHEDULER_PORT, client_files
-from entrypoint.errors import ToolError
+from entrypoint.errors import EXIT_FAILURE, ToolError
 from entrypoint.tools import certs_tool, client, gce_tool
 from entrypoint.tools.image import in_image
 
@@ -23,7 +24,18 @@ def main(argv: list[str]) -> int:
     except ToolError as error:
         print(f"dask-tls: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # the folder given or its permissions: the user's to fix
+        print(f"dask-tls: {file_problem(error)}", file=sys.stderr)
+        return EXIT_FAILURE
     return result
+
+
+def file_problem(error: OSError) -> str:
+    """One line for a file the tool could not read or write, with the fix when in the image."""
+    line = f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, PermissionError) and in_image():
+        line += f' (this runs as uid {os.getuid()}: run it as the folder\'s owner, -u "$(id -u)")'
+    return line
 
 
 def parser() -> argparse.ArgumentParser:
