@@ -76,28 +76,37 @@ def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
         [DOCKER, *args],
         capture_output=True,
         text=True,
-        check=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+    if result.returncode != 0:
+        raise DockerFailed(f"docker {args[0]} exited {result.returncode}: {result.stderr[-2000:]}")
     return result.stdout.strip()
 
 
+class DockerFailed(Exception):
+    pass
+
+
 def build(images: Images, which: str, context: Path, cold: bool) -> float:
+    """Seconds for one build; a failed one (a download cut short, say) is told and tried once
+    more, from the start and timed alone."""
+    try:
+        return timed_build(images, which, context, cold)
+    except DockerFailed as failure:
+        print(f"  {which} build failed, trying once more: {failure}", flush=True)
+        return timed_build(images, which, context, cold)
+
+
+def timed_build(images: Images, which: str, context: Path, cold: bool) -> float:
     if cold:
         docker("builder", "prune", "-af")
+    dockerfile = str(context / images.dockerfiles[which])
     started = time.perf_counter()
     docker(
-        "build",
-        "-q",
-        *images.build_args,
-        "-f",
-        str(context / images.dockerfiles[which]),
-        "-t",
-        images.tags[which],
-        str(context),
+        "build", "-q", *images.build_args, "-f", dockerfile, "-t", images.tags[which], str(context),
         env={"DOCKER_BUILDKIT": "1"},
-    )
+    )  # fmt: skip
     return time.perf_counter() - started
 
 
