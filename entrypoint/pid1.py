@@ -26,6 +26,8 @@ log = logging.getLogger("entrypoint")
 
 def reachable(address: str, timeout: float = 2.0) -> Probe:
     """A probe: can a TCP connection to the tls://HOST:PORT `address` be opened?"""
+    # parsed here, not by distributed's parse_host_port: importing distributed would cost PID 1
+    # over half a second and about 45 MiB. settings wrote it with unparse_host_port ([v6]:port).
     host, _, port = address.removeprefix("tls://").rpartition(":")
 
     def probe() -> str | None:
