@@ -148,7 +148,7 @@ def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:
 def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict[str, str]:
     """`environ` cleaned, plus dask config that points every TLS setting at the private files,
     requires encryption (no process can listen on or connect to plain tcp://), sets one TLS profile
-    and loads our hooks (see dask_config and hardening)."""
+    and loads our hooks (see dask_config and preload)."""
     fixed = fixed_config(
         plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE),
         dashboard_tls=plan.dashboard_tls, http_client_cert=plan.http_client_cert,

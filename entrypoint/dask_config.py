@@ -26,7 +26,7 @@ CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     )
 )
-HOOKS = "entrypoint.hardening"  # the preload of every scheduler, nanny and worker
+HOOKS = "entrypoint.preload"  # the preload of every scheduler, nanny and worker
 TLS = "distributed.comm.tls"
 DASHBOARD_TLS = "distributed.scheduler.dashboard.tls"
 HTTP_CLIENT_CERT = "dask-tls.require-http-client-cert"  # our own key: read by the hooks

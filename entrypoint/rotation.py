@@ -1,7 +1,8 @@
 """A new certificate without a restart. On SIGHUP the supervisor reads the material given as files
 (`DASK_CLUSTER_*_FILE`) again, checks it as at start, and replaces the certificate and key in the
 private directory; every scheduler, nanny and worker process then loads them into its TLS contexts
-(see `hardening`), so new connections get the new certificate and open ones carry on.
+(see `preload.certificate_reload`), so new connections get the new certificate and open ones
+carry on.
 
 Material given as values (`-e DASK_CLUSTER_CERT=...`) cannot change in a running container, and a
 new CA needs a new container: both are refused with one line, and the old material stays.

@@ -1,0 +1,44 @@
+"""The preload of every scheduler, nanny and worker (`distributed.*.preload`): what distributed
+lacks for a cluster that only its certificate holders can use, and for a lean start.
+
+One module per upstream behaviour this changes, each naming the upstream code it covers, each with
+a test against distributed's real classes (tests/test_preload.py) that fails when an upgrade of
+distributed makes the change stop working:
+
+- handshake_timeout: TLS listeners drop a peer that does not finish its handshake (comm/tcp.py).
+- http_client_certificates: the HTTP servers (8787, each worker's /health and /metrics) ask for a
+  client certificate from the cluster's CA (node.py).
+- client_versions: a client with other versions than the cluster's is refused at connect
+  (scheduler.py).
+- retire_keeps_nanny: a worker the scheduler retires closes its process but not its nanny, which
+  starts a fresh one (worker.py).
+- certificate_reload: a renewed certificate reaches every TLS context (security.py reads the files
+  once).
+- lean_forkserver: workers fork from a forkserver that imported distributed alone (utils.py).
+
+distributed imports a preload while it constructs the server, before it listens on any port or
+builds its HTTP server or handler table: what `install()` changes at import is in place from the
+first connection on. `dask_setup(server)` runs once the server has started.
+"""
+
+from __future__ import annotations
+
+from distributed.node import ServerNode
+
+from entrypoint.preload import (
+    certificate_reload,
+    client_versions,
+    handshake_timeout,
+    http_client_certificates,
+    lean_forkserver,
+    retire_keeps_nanny,
+)
+
+for change in (handshake_timeout, http_client_certificates, client_versions, lean_forkserver):
+    change.install()
+
+
+def dask_setup(server: ServerNode) -> None:
+    """Called by distributed once the server has started."""
+    certificate_reload.setup(server)
+    retire_keeps_nanny.setup(server)

@@ -1,0 +1,270 @@
+"""The preload against distributed's real classes, in this process: a scheduler, workers and a
+nanny over TLS on loopback, configured as the container configures them (`fixed_config`, the
+preload included). Each test fails when an upgrade of distributed stops the change it covers from
+working; none needs Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import distributed.utils
+import pytest
+from distributed import Client, Nanny, Scheduler, Worker
+from distributed.comm import registry
+from distributed.security import Security
+
+from entrypoint.dask_config import fixed_config
+from entrypoint.preload import handshake_timeout, lean_forkserver
+from entrypoint.tools.certs import Issued, issue
+from tests.material import ClusterMaterial
+
+HANG = 60  # seconds: a bound that only catches a hang
+
+
+@pytest.fixture
+def cluster_files(tmp_path: Path, material: ClusterMaterial) -> Iterator[dict[str, Path]]:
+    """The cluster's material as the private directory holds it, and dask configured with it as
+    in every process of the container."""
+    files = {
+        "cert": tmp_path / "cert.pem",
+        "key": tmp_path / "key.pem",
+        "ca": tmp_path / "ca.pem",
+        "client": tmp_path / "client.pem",
+        "client_key": tmp_path / "client-key.pem",
+    }
+    for name, data in (
+        ("cert", material.cluster.cert_pem),
+        ("key", material.cluster.key_pem),
+        ("ca", material.ca.cert_pem),
+        ("client", material.client.cert_pem),
+        ("client_key", material.client.key_pem),
+    ):
+        files[name].write_bytes(data)
+    config = fixed_config(
+        str(files["cert"]), str(files["key"]), str(files["ca"]),
+        dashboard_tls=True, http_client_cert=True,
+    )  # fmt: skip
+    with dask.config.set(config):
+        yield files
+
+
+def client_context(files: dict[str, Path], with_certificate: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(files["ca"]))
+    context.check_hostname = False
+    if with_certificate:
+        context.load_cert_chain(str(files["client"]), str(files["client_key"]))
+    return context
+
+
+def client_security(files: dict[str, Path]) -> Security:
+    return Security(
+        tls_ca_file=str(files["ca"]),
+        tls_client_cert=str(files["client"]),
+        tls_client_key=str(files["client_key"]),
+        require_encryption=True,
+    )
+
+
+@asynccontextmanager
+async def scheduler(dashboard: bool = False) -> AsyncIterator[Scheduler]:
+    address = "127.0.0.1:0" if dashboard else None
+    async with Scheduler(
+        host="127.0.0.1", port=0, protocol="tls", dashboard=dashboard, dashboard_address=address
+    ) as started:
+        yield started
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def http_port(server: Any) -> int:
+    """The port of a server's HTTP server (distributed sets it as it starts)."""
+    return int(server.http_server.port)
+
+
+def get_health(port: int, context: ssl.SSLContext) -> tuple[int, bytes]:
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=HANG)
+    try:
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def serial_served(port: int, files: dict[str, Path]) -> int:
+    """The serial number of the certificate a new TLS connection to `port` is served."""
+    from cryptography import x509
+
+    context = client_context(files, with_certificate=True)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=HANG) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_the_preload_replaces_the_tls_backend(cluster_files: dict[str, Path]) -> None:
+    """Importing the preload puts the bounded listener in distributed's comm registry."""
+    assert isinstance(registry.get_backend("tls"), handshake_timeout.BoundedHandshakeTLSBackend)
+
+
+def test_a_stalled_handshake_is_dropped(
+    cluster_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that sends 6 bytes of a ClientHello and stalls is closed by the scheduler's
+    listener after HANDSHAKE_TIMEOUT (upstream waits forever)."""
+    monkeypatch.setattr(handshake_timeout, "HANDSHAKE_TIMEOUT", 0.5)
+
+    def stall(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=HANG) as peer:
+            peer.sendall(b"\x16\x03\x01\x00\xc8\x01")
+            return peer.recv(1)  # b"" once the server closes
+
+    async def main() -> bytes:
+        async with scheduler() as started:
+            return await asyncio.to_thread(stall, port_of(started.address))
+
+    assert asyncio.run(main()) == b""
+
+
+def test_https_ports_ask_for_a_client_certificate(cluster_files: dict[str, Path]) -> None:
+    """The scheduler's dashboard and a worker's HTTP server answer /health to a client holding a
+    certificate from the cluster's CA, and to no one without one."""
+
+    def health(port: int, with_certificate: bool) -> tuple[int, bytes] | str:
+        try:
+            return get_health(port, client_context(cluster_files, with_certificate))
+        except (ssl.SSLError, ConnectionError):  # the handshake's alert, or the reset after it
+            return "refused"
+
+    async def main() -> dict[str, list[tuple[int, bytes] | str]]:
+        async with (
+            scheduler(dashboard=True) as started,
+            Worker(started.address, nthreads=1, dashboard=False) as worker,
+        ):
+            ports = {"scheduler": http_port(started), "worker": http_port(worker)}
+            return {
+                role: [await asyncio.to_thread(health, port, ok) for ok in (True, False)]
+                for role, port in ports.items()
+            }
+
+    answers = asyncio.run(main())
+    for role, (with_certificate, without) in answers.items():
+        assert with_certificate == (200, b"ok"), role
+        assert without == "refused", role
+
+
+def test_a_client_of_other_versions_is_refused(
+    cluster_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that reports another distributed release is refused at connect with both versions
+    named; one with the cluster's versions computes."""
+    import distributed.versions
+    from distributed.versions import get_versions
+
+    def other_versions(**kwargs: Any) -> dict[str, Any]:
+        versions: dict[str, Any] = get_versions(**kwargs)
+        versions["packages"] = {**versions["packages"], "distributed": "2001.1.1"}
+        return versions
+
+    async def main() -> tuple[str, int]:
+        async with (
+            scheduler() as started,
+            Worker(started.address, nthreads=1, dashboard=False),
+        ):
+            security = client_security(cluster_files)
+            async with Client(started.address, security=security, asynchronous=True) as client:
+                result: int = await client.submit(sum, [1, 2], pure=False)
+            with monkeypatch.context() as patch:
+                patch.setattr(distributed.versions, "get_versions", other_versions)
+                with pytest.raises(ImportError) as refused:
+                    await Client(started.address, security=security, asynchronous=True)
+            return str(refused.value), result
+
+    refusal, result = asyncio.run(main())
+    assert result == 3
+    assert refusal.startswith("refused: this client runs distributed 2001.1.1 (the cluster: ")
+
+
+def test_a_retired_worker_is_replaced_by_its_nanny(cluster_files: dict[str, Path]) -> None:
+    """retire_workers closes the worker's process; its nanny stays and starts a fresh one, which
+    registers under the same name."""
+
+    async def main() -> tuple[str, str]:
+        async with (
+            scheduler() as started,
+            Nanny(started.address, nthreads=1, name="kept", dashboard=False) as nanny,
+            Client(started.address, security=client_security(cluster_files), asynchronous=True)
+            as client,
+        ):  # fmt: skip
+            first = nanny.worker_address
+            await client.retire_workers([first])
+            deadline = time.monotonic() + HANG
+            while (
+                not (started.workers and next(iter(started.workers)) != first)
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.1)
+            [(address, state)] = started.workers.items()
+            assert address != first, "no fresh worker"
+            return str(state.name), nanny.status.name
+
+    name, nanny_status = asyncio.run(main())
+    assert (name, nanny_status) == ("kept", "running")
+
+
+def test_a_renewed_certificate_reaches_new_connections(
+    cluster_files: dict[str, Path], material: ClusterMaterial
+) -> None:
+    """The certificate file replaced (as rotation does: a new file renamed over it), new
+    connections to the scheduler are served the new certificate, without a restart."""
+    renewed: Issued = issue("cluster", material.ca)
+
+    def replace(path: Path, data: bytes) -> None:
+        staged = path.with_suffix(".new")
+        staged.write_bytes(data)
+        staged.rename(path)
+
+    async def main() -> tuple[int, int]:
+        async with scheduler() as started:
+            port = port_of(started.address)
+            before = await asyncio.to_thread(serial_served, port, cluster_files)
+            replace(cluster_files["key"], renewed.key_pem)
+            replace(cluster_files["cert"], renewed.cert_pem)
+            deadline = time.monotonic() + HANG
+            after = before
+            while after == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                after = await asyncio.to_thread(serial_served, port, cluster_files)
+            return before, after
+
+    before, after = asyncio.run(main())
+    assert before == material.cluster.cert.serial_number
+    assert after == renewed.cert.serial_number
+
+
+def test_the_forkserver_preloads_distributed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the forkserver method, distributed's own context keeps our preload (distributed
+    alone) instead of its list of every optional package."""
+    import multiprocessing.forkserver
+
+    server: Any = multiprocessing.forkserver._forkserver
+    monkeypatch.setattr(server, "_preload_modules", ["__main__"])
+    monkeypatch.setattr(distributed.utils, "_forkserver_preload_set", False)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        lean_forkserver.install()
+        distributed.utils.get_mp_context()
+    assert server._preload_modules == lean_forkserver.PRELOAD
