@@ -3,6 +3,7 @@ environment each process gets from it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from entrypoint.contract import (
     CA_FILE,
     CERT_FILE,
+    CRL_FILE,
     DASHBOARD_PORT,
     KEY_FILE,
     PLAN_FILE,
@@ -53,6 +55,8 @@ class Plan:
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
     secret_files: dict[str, str] = field(default_factory=dict)  # NAME_FILE: path, read on SIGHUP
     expires: str = ""  # the served certificate's expiry, ISO 8601 UTC
+    revocation_list: bool = False  # CRL_FILE is there: every process enforces it
+    crl_next_update: str = ""  # when the CA promised a newer list, ISO 8601 UTC ("" if never)
     version: int = PLAN_VERSION
 
     @classmethod
@@ -101,6 +105,13 @@ class Plan:
     @property
     def expiry(self) -> datetime:
         return datetime.fromisoformat(self.expires)
+
+    def with_revocation_list(self, given: bool, next_update: datetime | None) -> Plan:
+        return dataclasses.replace(
+            self,
+            revocation_list=given,
+            crl_next_update=next_update.isoformat() if next_update else "",
+        )
 
 
 def scheduler_command(plan: Plan) -> list[str]:
@@ -152,6 +163,7 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
     fixed = fixed_config(
         plan.path(CERT_FILE), plan.path(KEY_FILE), plan.path(CA_FILE),
         dashboard_tls=plan.dashboard_tls, http_client_cert=plan.http_client_cert,
+        crl=plan.path(CRL_FILE) if plan.revocation_list else "",
     )  # fmt: skip
     return {
         # from 2 workers up they fork from a server that imported distributed once: measured on 2

@@ -18,7 +18,8 @@ CERT_VAR = "DASK_CLUSTER_CERT"
 KEY_VAR = "DASK_CLUSTER_KEY"
 CA_VAR = "DASK_CLUSTER_CA"
 PASSPHRASE_VAR = "DASK_CLUSTER_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
-SECRET_VARS = (CERT_VAR, KEY_VAR, CA_VAR, PASSPHRASE_VAR)  # each also as NAME_FILE
+CRL_VAR = "DASK_CLUSTER_CRL"  # the CA's revoked certificates (not secret; read as the others)
+SECRET_VARS = (CERT_VAR, KEY_VAR, CA_VAR, PASSPHRASE_VAR, CRL_VAR)  # each also as NAME_FILE
 SECRET_PREFIX = "DASK_CLUSTER_"  # noqa: S105 (the secrets' variables start so)
 WORKERS_VAR = "NUM_WORKERS"
 THREADS_VAR = "THREADS_PER_WORKER"
@@ -41,6 +42,7 @@ CLUSTER_PEM, CLUSTER_KEY_PEM = "cluster.pem", "cluster-key.pem"
 CLUSTER_ENV = "cluster.env"  # the three PEMs in single-line base64, for --env-file
 SECRETS_DIR = "secrets"  # cert.pem, key.pem, ca.pem: for a mounted secret (*_FILE)
 SECRETS_MOUNT = "/run/secrets/dask-tls"  # where the tools' printed commands mount that folder
+CRL_PEM = "crl.pem"  # what `certs revoke` writes (and secrets/crl.pem)
 
 
 DEFAULT_CLIENT = "client"  # the client certificate `certs new` issues unless told otherwise
@@ -54,6 +56,13 @@ def client_files(client: str) -> tuple[str, str, str]:
 # The private directory's files (tmpfs), as the processes read them; also the names of the
 # secret files in SECRETS_DIR.
 CERT_FILE, KEY_FILE, CA_FILE, PLAN_FILE = "cert.pem", "key.pem", "ca.pem", "plan.json"
+CRL_FILE = "crl.pem"
+
+# The extendedKeyUsage that makes a client certificate a viewer's: the dashboard (its pages,
+# websockets, /metrics) and nothing else. An OID of our own under 2.25 (a UUID, ITU-T X.667), so no
+# CA puts it in a certificate by accident; `certs new|renew --viewer NAME` issues such certificates,
+# and any CA can: `extendedKeyUsage = clientAuth, 2.25.<this number>` (README).
+VIEWER_OID = "2.25.227338944651851402820622362543144083585"
 
 
 def shell() -> str:

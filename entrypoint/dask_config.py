@@ -30,6 +30,7 @@ HOOKS = "entrypoint.preload"  # the preload of every scheduler, nanny and worker
 TLS = "distributed.comm.tls"
 DASHBOARD_TLS = "distributed.scheduler.dashboard.tls"
 HTTP_CLIENT_CERT = "dask-tls.require-http-client-cert"  # our own key: read by the hooks
+CRL_FILE = "dask-tls.crl-file"  # our own key: the revocation list the hooks enforce ("" for none)
 TLS_MIN_VERSION = f"{TLS}.min-version"
 ENDS = ("scheduler", "worker", "client")
 FIXED_KEYS = (
@@ -40,11 +41,12 @@ FIXED_KEYS = (
     *(f"{DASHBOARD_TLS}.{part}" for part in ("cert", "key", "ca-file")),
     *(f"distributed.{node}.preload" for node in ("scheduler", "worker", "nanny")),
     HTTP_CLIENT_CERT,
+    CRL_FILE,
 )
 
 
 def fixed_config(
-    cert: str, key: str, ca: str, *, dashboard_tls: bool, http_client_cert: bool
+    cert: str, key: str, ca: str, *, dashboard_tls: bool, http_client_cert: bool, crl: str = ""
 ) -> dict[str, object]:
     """Values for FIXED_KEYS: TLS everywhere from these files, our hooks in every process."""
     dashboard = {f"{DASHBOARD_TLS}.cert": cert, f"{DASHBOARD_TLS}.key": key}
@@ -59,6 +61,7 @@ def fixed_config(
         f"{DASHBOARD_TLS}.ca-file": ca,
         **{f"distributed.{node}.preload": [HOOKS] for node in ("scheduler", "worker", "nanny")},
         HTTP_CLIENT_CERT: http_client_cert,
+        CRL_FILE: crl,
     }
     assert set(config) == set(FIXED_KEYS)
     return config
@@ -85,6 +88,22 @@ def overriding(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
             hit = next((key for p, key in fixed.items() if p[: len(path)] == path), None)
             if hit:
                 yield name, hit
+
+
+def lookup(environ: Mapping[str, str], key: str) -> tuple[str, str] | None:
+    """(variable, value) of the one variable that sets `key`, in any spelling dask reads
+    (`DASK_ROLE`, `DASK_role`, `DASK_Distributed__Comm__Tls__Min-Version`...); None when none
+    does. ValueError names them when two spellings are set: which one dask takes is not ours to
+    guess."""
+    wanted = _path(key)
+    found = [
+        (name, value)
+        for name, value in environ.items()
+        if name.startswith(PREFIX) and _path(name[len(PREFIX) :].replace("__", ".")) == wanted
+    ]
+    if len(found) > 1:
+        raise ValueError(" and ".join(sorted(name for name, _ in found)))
+    return found[0] if found else None
 
 
 def _path(key: str) -> tuple[str, ...]:

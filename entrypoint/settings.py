@@ -13,6 +13,7 @@ from entrypoint import intake
 from entrypoint.contract import (
     CA_VAR,
     CERT_VAR,
+    CRL_VAR,
     DASHBOARD_VAR,
     HTTP_CLIENT_CERT_VAR,
     KEY_VAR,
@@ -27,7 +28,7 @@ from entrypoint.contract import (
     WORKERS_VAR,
     file_var,
 )
-from entrypoint.dask_config import TLS_MIN_VERSION, overriding, variable
+from entrypoint.dask_config import TLS_MIN_VERSION, lookup, overriding, variable
 from entrypoint.errors import ConfigError
 
 ROLES = ("all", "scheduler", "worker")
@@ -60,6 +61,7 @@ class Pems:
     key_pem: bytes = field(repr=False)
     ca_pem: bytes | None
     key_passphrase: bytes | None = field(default=None, repr=False)
+    crl_pem: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         http_client_cert=_http_client_cert(environ),
         role=role,
         scheduler_address=scheduler_address,
-        scratch_dir=environ.get(SCRATCH_VAR, "").strip() or tempfile.gettempdir(),
+        scratch_dir=dask_value(environ, SCRATCH_VAR)[1] or tempfile.gettempdir(),
     )
 
 
@@ -97,6 +99,7 @@ def read_pems(environ: Mapping[str, str]) -> Pems:
         key_pem=_required_pem(environ, KEY_VAR, "key"),
         ca_pem=_optional_pem(environ, CA_VAR),
         key_passphrase=intake.passphrase(environ, PASSPHRASE_VAR),
+        crl_pem=_optional_pem(environ, CRL_VAR),
     )
 
 
@@ -106,13 +109,28 @@ def secret_files(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ[name].strip() for name in names if environ.get(name, "").strip()}
 
 
+def dask_value(environ: Mapping[str, str], name: str) -> tuple[str, str]:
+    """(the variable as the user spelled it, its value stripped) for the dask key that `name`
+    (e.g. DASK_ROLE) sets, found in every spelling dask reads: DASK_role reaches dask as DASK_ROLE
+    does, so it must be checked as DASK_ROLE is. (name, "") when it is not set."""
+    key = name.removeprefix("DASK_").lower().replace("__", ".")
+    try:
+        found = lookup(environ, key)
+    except ValueError as spellings:
+        raise ConfigError(
+            name, f"is set twice, as {str(spellings)[:120]}", "set it once, spelled " + name
+        ) from None
+    return (found[0], found[1].strip()) if found else (name, "")
+
+
 def _role(environ: Mapping[str, str]) -> tuple[str, str]:
-    role = environ.get(ROLE_VAR, "").strip().lower() or "all"
+    role_var, role = dask_value(environ, ROLE_VAR)
+    role = role.lower() or "all"
     if role not in ROLES:
         raise ConfigError(
-            ROLE_VAR, f"{role[:20]!r} is not all, scheduler or worker", "unset it for all"
+            role_var[:60], f"{role[:20]!r} is not all, scheduler or worker", "unset it for all"
         )
-    address = environ.get(SCHEDULER_ADDRESS_VAR, "").strip()
+    address_var, address = dask_value(environ, SCHEDULER_ADDRESS_VAR)
     if role != "worker":
         if address:
             log.warning(
@@ -125,10 +143,10 @@ def _role(environ: Mapping[str, str]) -> tuple[str, str]:
             "is not set, and DASK_ROLE=worker needs it",
             f"set tls://HOST:{SCHEDULER_PORT}",
         )
-    return role, _tls_address(address)
+    return role, _tls_address(address, address_var)
 
 
-def _tls_address(text: str) -> str:
+def _tls_address(text: str, name: str = SCHEDULER_ADDRESS_VAR) -> str:
     """tls://HOST:PORT from `HOST`, `HOST:PORT`, an IPv6 address with or without [brackets], or
     `tls://...`, as distributed writes addresses; any other scheme is refused."""
     from distributed.comm.addressing import parse_host_port, unparse_host_port
@@ -138,7 +156,7 @@ def _tls_address(text: str) -> str:
     if not separator:
         scheme, rest = "tls", text
     if scheme != "tls":
-        raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{scheme[:10]}:// is not TLS", fix)
+        raise ConfigError(name[:60], f"{scheme[:10]}:// is not TLS", fix)
     try:
         host, port = (
             (rest, SCHEDULER_PORT) if _is_ipv6(rest) else parse_host_port(rest, SCHEDULER_PORT)
@@ -146,7 +164,7 @@ def _tls_address(text: str) -> str:
     except ValueError:
         host, port = "", 0
     if not host or any(c in host for c in " /@") or not 0 < port < 65536:
-        raise ConfigError(SCHEDULER_ADDRESS_VAR, f"{text[:60]!r} is not HOST:PORT", fix)
+        raise ConfigError(name[:60], f"{text[:60]!r} is not HOST:PORT", fix)
     return f"tls://{unparse_host_port(host, port)}"
 
 
@@ -205,10 +223,10 @@ def _check_dask_variables(environ: Mapping[str, str]) -> None:
             f"would set {key}, which this image fixes to keep the cluster TLS-only",
             "unset it (see the README for the settings this image offers)",
         )
-    floor = environ.get(variable(TLS_MIN_VERSION), "").strip()
+    floor_var, floor = dask_value(environ, variable(TLS_MIN_VERSION))
     if floor and floor not in ("1.2", "1.3"):
         raise ConfigError(
-            variable(TLS_MIN_VERSION),
+            floor_var[:60],
             f"{floor[:10]!r} is not 1.2 or 1.3",
             "set 1.3 for TLS 1.3 only on every port, or leave it unset for 1.2 and 1.3",
         )

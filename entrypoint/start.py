@@ -22,6 +22,8 @@ from entrypoint.contract import (
     CA_VAR,
     CERT_FILE,
     CERT_VAR,
+    CRL_FILE,
+    CRL_VAR,
     DASHBOARD_PORT,
     DASHBOARD_VAR,
     HTTP_CLIENT_CERT_VAR,
@@ -54,6 +56,7 @@ VARIABLES = (  # name, meaning, default
     (KEY_VAR, "PEM private key matching the certificate", "required"),
     (CA_VAR, "PEM CA certificate(s) that issued it", "optional"),
     (PASSPHRASE_VAR, "passphrase of an encrypted key", "optional"),
+    (CRL_VAR, "PEM revocation list of the CA (certs revoke)", "optional"),
     (WORKERS_VAR, "worker processes", "CPUs of the container"),
     (THREADS_VAR, "threads in each worker", "CPUs / workers"),
     (MEMORY_VAR, "GB, or a size like 512MiB", "container memory / workers"),
@@ -121,13 +124,17 @@ def prepare(directory: Path) -> dict[str, str]:
             "%s, readable by the host's root and any process of uid %d, and a SIGKILL leaves it",
             directory, os.geteuid(),
         )  # fmt: skip
-    plan = Plan.of(directory, checked, material.not_after)
+    plan = Plan.of(directory, checked, material.not_after).with_revocation_list(
+        material.crl_pem is not None, material.crl_next_update
+    )
+    crl = {} if material.crl_pem is None else {CRL_FILE: material.crl_pem}
     write_private_files(
         directory,
         {
             CERT_FILE: material.cert_pem,
             KEY_FILE: material.key_pem,
             CA_FILE: material.ca_pem,
+            **crl,
             PLAN_FILE: plan.to_json(),
         },
     )

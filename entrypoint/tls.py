@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from entrypoint.contract import CA_VAR, CERT_VAR, KEY_VAR, PASSPHRASE_VAR
+from entrypoint.contract import CA_VAR, CERT_VAR, CRL_VAR, KEY_VAR, PASSPHRASE_VAR
 from entrypoint.errors import ConfigError
 from entrypoint.settings import EXPIRY_WARNING, Pems
 
@@ -49,11 +49,15 @@ class Material:
     ca_pem: bytes  # the CA bundle; for a self-signed certificate, the certificate itself
     not_after: datetime  # the certificate's expiry (UTC)
     serial: int
+    crl_pem: bytes | None = None  # the CA's revocation list, when one is given
+    crl_next_update: datetime | None = None  # when the CA promised a newer one (UTC)
 
 
 def check(pems: Pems, now: datetime) -> Material:
     """Raise ConfigError unless the key matches the certificate, it is valid at `now` and the CA
-    (or, with no CA, the certificate itself) issued it."""
+    (or, with no CA, the certificate itself) issued it, every intermediate and CA is a CA valid at
+    `now`, and the revocation list, if any, is the CA's, current, and does not revoke the
+    certificate."""
     chain = _certificates(pems.cert_pem, CERT_VAR)
     _check_chain_size(chain)
     key = _private_key(pems.key_pem, pems.key_passphrase)
@@ -66,14 +70,16 @@ def check(pems: Pems, now: datetime) -> Material:
         )
     _check_validity(leaf, now)
     _check_purposes(leaf)
+    _check_intermediates(chain[1:], now)
     if pems.ca_pem is None:
         _check_self_signed(leaf)
         authorities = [leaf]
     else:
         authorities = _certificates(pems.ca_pem, CA_VAR)
         _check_count(authorities, CA_VAR, MAX_AUTHORITIES, "pass only the CA(s) of this cluster")
-        _check_authorities(authorities)
+        _check_authorities(authorities, now)
         _check_issued(chain, authorities)
+    crl = None if pems.crl_pem is None else _revocation_list(pems.crl_pem, authorities, leaf, now)
     return Material(
         cert_pem=_pem_of(chain),
         key_pem=key.private_bytes(
@@ -84,6 +90,8 @@ def check(pems: Pems, now: datetime) -> Material:
         ca_pem=_pem_of(authorities),
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
+        crl_pem=None if crl is None else crl.public_bytes(serialization.Encoding.PEM),
+        crl_next_update=None if crl is None else crl.next_update_utc,
     )
 
 
@@ -113,6 +121,7 @@ def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
             "pass the whole file, BEGIN and END lines included",
         ) from None
     for position, certificate in enumerate(certificates, 1):
+        _check_readable(certificate, name, position)
         _check_key_strength(certificate.public_key(), name)
         size = len(certificate.public_bytes(serialization.Encoding.DER))
         if size > MAX_CERTIFICATE_BYTES:
@@ -123,6 +132,32 @@ def _certificates(data: bytes, name: str) -> list[x509.Certificate]:
                 "issue it with fewer names and no large extensions (TLS peers refuse huge ones)",
             )
     return certificates
+
+
+# What `cryptography` raises for a certificate that loaded but whose parts it reads later (lazily):
+# an extension given twice, a name or key of a kind it cannot read.
+UNREADABLE = (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError,
+              UnsupportedAlgorithm)  # fmt: skip
+
+
+def _check_readable(certificate: x509.Certificate, name: str, position: int) -> None:
+    """Parse now what `cryptography` parses on first use (its extensions, its key), so that a
+    malformed part is refused here in one line rather than raised later by whatever reads it."""
+    try:
+        certificate.extensions  # noqa: B018 (read for its error)
+        certificate.public_key()
+    except UNREADABLE as error:
+        raise ConfigError(
+            name,
+            f"certificate {position} cannot be read: {unreadable(error)}",
+            "issue it again with a standard tool (certs new, openssl)",
+        ) from None
+
+
+def unreadable(error: Exception) -> str:
+    if isinstance(error, x509.DuplicateExtension):
+        return f"the extension {error.oid.dotted_string} appears twice"
+    return f"{type(error).__name__}: {str(error)[:80]}"
 
 
 def _check_count(certificates: list[x509.Certificate], name: str, most: int, fix: str) -> None:
@@ -217,6 +252,37 @@ def _check_validity(leaf: x509.Certificate, now: datetime) -> None:
         )  # fmt: skip
 
 
+def _check_window(certificate: x509.Certificate, name: str, label: str, now: datetime) -> None:
+    """`label` (which certificate of `name`) must be valid at `now`."""
+    if now < certificate.not_valid_before_utc:
+        raise ConfigError(
+            name,
+            f"{label} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "check this machine's clock, or pass a CA valid from now",
+        )
+    if now > certificate.not_valid_after_utc:
+        raise ConfigError(
+            name,
+            f"{label} expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, so "
+            "every certificate below it is refused",
+            "make a new CA (certs new) and issue the cluster's certificates from it",
+        )
+
+
+def _check_intermediates(intermediates: list[x509.Certificate], now: datetime) -> None:
+    """The certificates after the leaf in DASK_CLUSTER_CERT are the CAs between it and the root."""
+    for position, certificate in enumerate(intermediates, 2):
+        label = f"certificate {position} ({certificate.subject.rfc4514_string()[:60]})"
+        if not is_ca(certificate):
+            raise ConfigError(
+                CERT_VAR,
+                f"{label} is not a CA certificate (basicConstraints), so it cannot vouch for the "
+                "one before it",
+                "pass the certificate first, then only the intermediate CAs that issued it",
+            )
+        _check_window(certificate, CERT_VAR, label, now)
+
+
 def _check_purposes(leaf: x509.Certificate) -> None:
     """The scheduler, nannies and workers serve the certificate and present it to each other: an
     extendedKeyUsage, where there is one, must allow both (a client's from `certs new` does not)."""
@@ -244,7 +310,7 @@ def _check_self_signed(leaf: x509.Certificate) -> None:
         ) from None
 
 
-def _check_authorities(authorities: list[x509.Certificate]) -> None:
+def _check_authorities(authorities: list[x509.Certificate], now: datetime) -> None:
     for authority in authorities:
         if not is_ca(authority):
             raise ConfigError(
@@ -252,6 +318,88 @@ def _check_authorities(authorities: list[x509.Certificate]) -> None:
                 f"{authority.subject.rfc4514_string()} is not a CA certificate (basicConstraints)",
                 "pass the certificate of the CA that issued the cluster certificate",
             )
+        _check_window(authority, CA_VAR, f"the CA {authority.subject.rfc4514_string()[:60]}", now)
+
+
+def _revocation_list(
+    data: bytes, authorities: list[x509.Certificate], leaf: x509.Certificate, now: datetime
+) -> x509.CertificateRevocationList:
+    """The CA's CRL: one that would fail every handshake (another CA's, out of date, revoking the
+    cluster itself) is refused here rather than left to OpenSSL, which would refuse every peer."""
+    crl = _parsed_crl(data)
+    issuer = next((a for a in authorities if _signed_crl(crl, a)), None)
+    if issuer is None:
+        raise ConfigError(
+            CRL_VAR,
+            f"is not signed by the CA in {CA_VAR}" if authorities != [leaf]
+            else f"is not signed by the self-signed certificate in {CERT_VAR}",
+            "pass the crl.pem that certs revoke wrote beside this cluster's ca.pem",
+        )  # fmt: skip
+    if not _issued_by(leaf, issuer):
+        raise ConfigError(
+            CRL_VAR,
+            "its CA did not sign the cluster's certificate itself (an intermediate did), so every "
+            "connection between the cluster's processes would fail its revocation check",
+            "issue the list from the CA that signed the cluster certificate",
+        )
+    _check_crl_dates(crl, now)
+    if crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None:
+        raise ConfigError(
+            CRL_VAR,
+            f"revokes the cluster's own certificate (serial {leaf.serial_number:x})",
+            "renew the cluster certificate (certs renew) and give the new one with this list",
+        )
+    return crl
+
+
+def _parsed_crl(data: bytes) -> x509.CertificateRevocationList:
+    if b"BEGIN X509 CRL" not in data and b"-----BEGIN" in data:
+        raise ConfigError(
+            CRL_VAR, "holds another kind of PEM, not a CRL", "pass the crl.pem from certs revoke"
+        )
+    try:
+        crl = x509.load_pem_x509_crl(data)
+        crl.extensions  # noqa: B018 (parsed on first use: read now for its errors)
+        for entry in crl:
+            entry.extensions  # noqa: B018
+    except UNREADABLE as error:
+        raise ConfigError(
+            CRL_VAR,
+            f"is not a readable PEM CRL (BEGIN X509 CRL block): {unreadable(error)}",
+            "pass the whole crl.pem that certs revoke wrote",
+        ) from None
+    return crl
+
+
+def _signed_crl(crl: x509.CertificateRevocationList, authority: x509.Certificate) -> bool:
+    if crl.issuer != authority.subject:
+        return False
+    try:
+        return crl.is_signature_valid(authority.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return False
+
+
+def _check_crl_dates(crl: x509.CertificateRevocationList, now: datetime) -> None:
+    if now < crl.last_update_utc:
+        raise ConfigError(
+            CRL_VAR,
+            f"is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M} UTC, so every handshake "
+            "would fail until then",
+            "check this machine's clock",
+        )
+    next_update = crl.next_update_utc
+    if next_update is not None and now > next_update:
+        raise ConfigError(
+            CRL_VAR,
+            f"its next update was due on {next_update:%Y-%m-%d %H:%M} UTC, so every handshake "
+            "would fail",
+            "issue a fresh one: certs revoke --certs DIR (with no name it only renews the list)",
+        )
+    if next_update is not None and next_update - now < EXPIRY_WARNING:
+        from entrypoint.rotation import crl_line
+
+        log.warning("%s", crl_line(next_update, now)[1])
 
 
 def _check_issued(chain: list[x509.Certificate], authorities: list[x509.Certificate]) -> None:

@@ -14,9 +14,11 @@ from entrypoint.dask_config import (
 )
 
 
-def fixed(**flags: bool) -> dict[str, object]:
-    options = {"dashboard_tls": True, "http_client_cert": True, **flags}
-    return fixed_config("/p/cert.pem", "/p/key.pem", "/p/ca.pem", **options)
+def fixed(dashboard_tls: bool = True, http_client_cert: bool = True) -> dict[str, object]:
+    return fixed_config(
+        "/p/cert.pem", "/p/key.pem", "/p/ca.pem",
+        dashboard_tls=dashboard_tls, http_client_cert=http_client_cert, crl="/p/crl.pem",
+    )  # fmt: skip
 
 
 def test_dask_reads_the_environment_back_as_the_fixed_config() -> None:
