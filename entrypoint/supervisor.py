@@ -8,7 +8,9 @@ What each exit means, while running:
 - `dask worker` fails: start it again with RESTARTS' backoff; quick failures in a row past its
   limit stop the container (exit 1) rather than loop;
 - with a remote scheduler (DASK_ROLE=worker) the workers' exits never stop us: they start again once
-  the scheduler answers, looked for with WAITS' backoff, forever.
+  the scheduler answers, looked for with WAITS' backoff, forever; failures in a row (whether or not
+  the scheduler answers) wait longer each time, with the same backoff, so that a `dask worker` that
+  fails at once never becomes a loop of instant restarts.
 A worker process that dies inside `dask worker` is its nanny's business, not ours.
 """
 
@@ -98,6 +100,7 @@ class Supervisor:
         self.workers_due: float | None = None  # when to start the workers next
         self.restarts = Backoff(1.0, 16.0, attempts=5)
         self.waits = Backoff(1.0, 30.0)
+        self.failures = Backoff(1.0, 30.0)  # DASK_ROLE=worker: failed `dask worker`s in a row
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._waitpid, self._clock, self._wait = waitpid, clock, wait or self._next_signal
         self.next_report = clock() + DAY
@@ -190,8 +193,7 @@ class Supervisor:
             else:
                 self.stop_for(Stop(f"the scheduler {how}: the cluster is gone", EXIT_FAILURE, True))
         elif self.probe:
-            log.warning("workers[%d] %s: starting them again once the scheduler answers", pid, how)
-            self.workers_due = self._clock()
+            self.remote_worker_exited(child, pid, code, how)
         elif code == 0:
             log.warning("workers[%d] %s: the scheduler closed them; starting them again", pid, how)
             self.workers_due = self._clock() + AFTER_CLOSE
@@ -208,6 +210,17 @@ class Supervisor:
             self.stop_for(Stop(f"the workers failed {failures} times in a row", EXIT_FAILURE))
             return
         log.error("workers[%d] %s: starting them again in %.0f s", pid, how, delay)
+        self.workers_due = now + delay
+
+    def remote_worker_exited(self, child: Child, pid: int, code: int, how: str) -> None:
+        """DASK_ROLE=worker: start them again, never give up; after a failure, only once the
+        backoff has passed (reset by a run of STABLE_AFTER)."""
+        now = self._clock()
+        if code == 0 or now - child.started_at >= STABLE_AFTER:
+            self.failures.reset()
+        delay = 0.0 if code == 0 else (self.failures.next() or 0.0)
+        log.warning("workers[%d] %s: starting them again in %.0f s, once the scheduler answers",
+                    pid, how, delay)  # fmt: skip
         self.workers_due = now + delay
 
     def start_due(self) -> None:

@@ -3,6 +3,7 @@ long as it asks to) or the test moves it: what it starts, what it signals, what 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from entrypoint.children import Child, describe_exit
-from entrypoint.supervisor import DAY, Backoff, Stop, Supervisor
+from entrypoint.supervisor import DAY, STABLE_AFTER, Backoff, Stop, Supervisor
 
 TERM, INT, HUP, KILL = signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL
 EXITED_0, EXITED_1, KILLED = 0, 1 << 8, int(signal.SIGKILL)  # wait statuses
@@ -270,18 +271,46 @@ def test_worker_only_waits_for_the_scheduler_with_backoff(
 
 
 def test_worker_only_never_gives_up_and_stops_its_workers() -> None:
-    """Workers that keep exiting (their scheduler keeps going away) never stop the container; a
-    SIGTERM then stops them, exit 0."""
+    """Workers that keep failing at once, while the scheduler answers, never stop the container
+    but are started again after 1, 2, 4, ... 30 s, never at once; a SIGTERM then stops them,
+    exit 0."""
     world = World(probe=[])
     running = started(world, scheduler=False)
     for _ in range(20):
         world.exit(world.next_pid, EXITED_1)
-        running.turn(timeout=0)
-        running.start_due()
+        starts = len(world.started)
+        while len(world.started) == starts:
+            running.turn(timeout=0.5)
+            running.start_due()
+    times = world.start_times
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    expected = [min(30.0, 2.0**n) for n in range(20)]
+    assert gaps == pytest.approx(expected, abs=0.6)
     assert running.stop is None and len(world.started) == 21
     world.signals.append(TERM)
     assert run_to_the_end(running).exit_code == 0
     assert world.terms() == [world.next_pid]
+
+
+def test_worker_only_backoff_starts_afresh_after_a_stable_run() -> None:
+    """A `dask worker` that ran STABLE_AFTER before failing is started again after 1 s; one that
+    exits 0 (its scheduler closed it) is started again at once."""
+    world = World(probe=[])
+    running = started(world, scheduler=False)
+    for _ in range(3):
+        world.exit(world.next_pid, EXITED_1)
+        running.turn(timeout=0)
+        world.now = running.workers_due or world.now
+        running.start_due()
+    world.now += STABLE_AFTER
+    world.exit(world.next_pid, EXITED_1)
+    running.turn(timeout=0)
+    assert running.workers_due == pytest.approx(world.now + 1.0)
+    world.now = running.workers_due or world.now
+    running.start_due()
+    world.exit(world.next_pid, EXITED_0)
+    running.turn(timeout=0)
+    assert running.workers_due == pytest.approx(world.now)
 
 
 def test_backoff_doubles_up_to_its_cap_and_gives_up_after_its_attempts() -> None:
