@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -33,15 +33,20 @@ from entrypoint.contract import (
     CLUSTER_ENV,
     CLUSTER_KEY_PEM,
     CLUSTER_PEM,
+    CRL_FILE,
+    CRL_PEM,
+    CRL_VAR,
     KEY_FILE,
     KEY_VAR,
     SECRETS_DIR,
+    VIEWER_OID,
     client_files,
 )
 from entrypoint.errors import ToolError
 from entrypoint.tls import TLS_KEY_TYPES, is_ca, same_key
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
+VIEWER = x509.ObjectIdentifier(VIEWER_OID)
 NEW_CA = "`certs new --out ANOTHER` makes a new CA (then every certificate changes)"
 
 
@@ -78,6 +83,7 @@ def issue(
     *,
     ca: bool = False,
     client_only: bool = False,
+    viewer: bool = False,
     key: CertificateIssuerPrivateKeyTypes | None = None,
     days: float = 90,
     not_before: datetime | None = None,
@@ -86,8 +92,9 @@ def issue(
 ) -> Issued:
     """A certificate for `common_name`, signed by `issuer` (self-signed when None), in RFC 5280's
     profile: key identifiers, a critical keyUsage; a CA signs certificates and CRLs, a leaf serves
-    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects. The
-    `extra` extensions (non-critical) are added as they are."""
+    and connects (the cluster's: scheduler and workers are both) or, `client_only`, connects; a
+    `viewer` connects to the dashboard only (the VIEWER purpose beside clientAuth). The `extra`
+    extensions (non-critical) are added as they are."""
     key = key or new_key()
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -110,19 +117,15 @@ def issue(
         )
     if not ca:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        if not client_only:
+        if viewer:
+            usages.append(VIEWER)
+        elif not client_only:
             usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     for extension in extra:
         builder = builder.add_extension(extension, critical=False)
     signer = issuer.key if issuer else key
-    # Ed25519/Ed448 sign without a separate hash
-    digest = (
-        None
-        if isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
-        else hashes.SHA256()
-    )
-    return Issued(builder.sign(signer, digest), key)
+    return Issued(builder.sign(signer, _digest_for(signer)), key)
 
 
 def _authority_key_identifier(
@@ -166,7 +169,7 @@ class ClusterSet:
 
     ca: Issued
     cluster: Issued
-    clients: dict[str, Issued]
+    clients: dict[str, Issued]  # viewers' among them
     written: list[Path]
 
 
@@ -179,11 +182,13 @@ def new_cluster(
     clients: tuple[str, ...] = ("client",),
     kind: str = "ec",
     days: float = 365,
+    viewers: tuple[str, ...] = (),
 ) -> ClusterSet:
     """A CA for this one cluster, the cluster's certificate (for `names`), one certificate per
-    client, and the forms users paste: a base64 env file and the files for a mounted secret."""
+    client and per viewer, and the forms users paste: a base64 env file and the files for a
+    mounted secret."""
     ca = issue(f"dask-tls CA {directory.resolve().name}", ca=True, key=new_key(kind), days=days)
-    return _issue_from(ca, _ca_files(ca), directory, names, clients, kind, days)
+    return _issue_from(ca, _ca_files(ca), directory, names, (clients, viewers), kind, days)
 
 
 def renew_cluster(
@@ -191,10 +196,11 @@ def renew_cluster(
     names: tuple[str, ...] | None = None,
     clients: tuple[str, ...] = (),
     days: float = 365,
+    viewers: tuple[str, ...] = (),
 ) -> ClusterSet:
     """A new cluster certificate and key (the current one's names unless `names`, its key type)
-    and new certificates for `clients`, from the CA in `directory` that `certs new` made. The
-    CA's files stay as they are; the validity ends with the CA's at the latest."""
+    and new certificates for `clients` and `viewers`, from the CA in `directory` that `certs new`
+    made. The CA's files stay as they are; the validity ends with the CA's at the latest."""
     ca = load_ca(directory)
     current = _certificate_or_none(directory / CLUSTER_PEM)
     names = names or (names_of(current) if current else ())
@@ -205,7 +211,8 @@ def renew_cluster(
         expired = f"{ca.cert.not_valid_after_utc:%Y-%m-%d}"
         raise ToolError(f"{directory / CA_PEM}: the CA expired on {expired}; {NEW_CA}")
     kind = _kind_of(current or ca.cert)
-    return _issue_from(ca, {}, directory, names, clients, kind, min(days, ca_days_left))
+    people = (clients, viewers)
+    return _issue_from(ca, {}, directory, names, people, kind, min(days, ca_days_left))
 
 
 def _issue_from(
@@ -213,15 +220,19 @@ def _issue_from(
     files: Files,
     directory: Path,
     names: tuple[str, ...],
-    clients: tuple[str, ...],
+    people: tuple[tuple[str, ...], tuple[str, ...]],  # (clients, viewers)
     kind: str,
     days: float,
 ) -> ClusterSet:
     cluster = issue("dask-tls cluster", ca, key=new_key(kind), days=days, names=names)
-    files = {**files, **_cluster_files(cluster, ca)}
+    files = {**files, **_cluster_files(cluster, ca, directory)}
     issued = {}
-    for name in clients:
-        issued[name] = issue(name, ca, client_only=True, key=new_key(kind), days=days, names=())
+    clients, viewers = people
+    for name in (*clients, *viewers):
+        issued[name] = issue(
+            name, ca, client_only=True, viewer=name in viewers, key=new_key(kind), days=days,
+            names=(),
+        )  # fmt: skip
         files.update(_client_files(name, issued[name], ca))
     written = [write_file(directory / name, *content) for name, content in files.items()]
     return ClusterSet(ca, cluster, issued, written)
@@ -235,11 +246,12 @@ def _ca_files(ca: Issued) -> Files:
     }
 
 
-def _cluster_files(cluster: Issued, ca: Issued) -> Files:
+def _cluster_files(cluster: Issued, ca: Issued, directory: Path) -> Files:
+    crl = directory / CRL_PEM
     return {
         CLUSTER_PEM: (cluster.cert_pem, 0o644),
         CLUSTER_KEY_PEM: (cluster.key_pem, 0o600),
-        CLUSTER_ENV: (env_file(cluster, ca), 0o600),
+        CLUSTER_ENV: (env_file(cluster, ca, crl.read_bytes() if crl.exists() else None), 0o600),
         f"{SECRETS_DIR}/{CERT_FILE}": (cluster.cert_pem, 0o600),
         f"{SECRETS_DIR}/{KEY_FILE}": (cluster.key_pem, 0o600),
     }
@@ -310,17 +322,122 @@ def _kind_of(cert: x509.Certificate) -> str:
     return "ed25519" if isinstance(public_key, ed25519.Ed25519PublicKey) else "ec"
 
 
-def env_file(cluster: Issued, ca: Issued) -> bytes:
+def env_file(cluster: Issued, ca: Issued, crl: bytes | None = None) -> bytes:
     """Single-line base64 PEMs: the one form `docker run --env-file` and gcloud carry intact."""
-    lines = [
-        f"{var}={base64.b64encode(pem).decode()}"
-        for var, pem in (
-            (CERT_VAR, cluster.cert_pem),
-            (KEY_VAR, cluster.key_pem),
-            (CA_VAR, ca.cert_pem),
+    pems = [(CERT_VAR, cluster.cert_pem), (KEY_VAR, cluster.key_pem), (CA_VAR, ca.cert_pem)]
+    return b"".join(env_line(var, pem) for var, pem in [*pems, *([(CRL_VAR, crl)] if crl else [])])
+
+
+def env_line(var: str, pem: bytes) -> bytes:
+    return f"{var}={base64.b64encode(pem).decode()}\n".encode()
+
+
+def is_viewer(cert: x509.Certificate) -> bool:
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return VIEWER in usages
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """What `revoke` wrote: the list, the serials it added now, and every file written."""
+
+    crl: x509.CertificateRevocationList
+    added: list[int]
+    written: list[Path]
+
+
+def revoke(
+    directory: Path, names: tuple[str, ...], serials: tuple[int, ...], days: float | None = None
+) -> Revoked:
+    """Add the certificates of `names` (NAME.pem in `directory`) and `serials` to the CA's
+    revocation list, DIR/crl.pem (and secrets/crl.pem, and cluster.env's line), signed by
+    ca-key.pem; the entries already there stay. Its next update: in `days`, or when the CA
+    expires. Each new list's lastUpdate is later than the previous one's, so that a process that
+    holds both (OpenSSL keeps every list it was given) takes the new one."""
+    ca = load_ca(directory)
+    previous = _previous_crl(directory, ca)
+    wanted = [*(_serial_of(directory / client_files(name)[0], ca) for name in names), *serials]
+    now = datetime.now(UTC).replace(microsecond=0)
+    last_update = max(now, previous.last_update_utc + timedelta(seconds=1)) if previous else now
+    ends = ca.cert.not_valid_after_utc
+    next_update = min(ends, last_update + timedelta(days=days)) if days else ends
+    entries = {entry.serial_number: entry for entry in (previous or [])}
+    added = [serial for serial in dict.fromkeys(wanted) if serial not in entries]
+    for serial in added:
+        entries[serial] = (
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
         )
-    ]
-    return ("\n".join(lines) + "\n").encode()
+    crl = _signed_crl(ca, list(entries.values()), last_update, next_update, _number(previous) + 1)
+    pem = crl.public_bytes(serialization.Encoding.PEM)
+    files = {CRL_PEM: (pem, 0o644), f"{SECRETS_DIR}/{CRL_FILE}": (pem, 0o600)}
+    env = directory / CLUSTER_ENV
+    if env.exists():
+        kept = [line for line in env.read_bytes().splitlines(keepends=True)
+                if not line.startswith(f"{CRL_VAR}=".encode())]  # fmt: skip
+        files[CLUSTER_ENV] = (b"".join([*kept, env_line(CRL_VAR, pem)]), 0o600)
+    written = [write_file(directory / name, *content) for name, content in files.items()]
+    return Revoked(crl, added, written)
+
+
+def _previous_crl(directory: Path, ca: Issued) -> x509.CertificateRevocationList | None:
+    path = directory / CRL_PEM
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ToolError(f"{path}: not a PEM CRL; move it away to start a new list") from None
+    if not crl.is_signature_valid(ca.cert.public_key()):  # type: ignore[arg-type]
+        raise ToolError(f"{path}: not signed by {directory / CA_PEM}; move it away first")
+    return crl
+
+
+def _serial_of(path: Path, ca: Issued) -> int:
+    cert = _certificate_or_none(path)
+    if cert is None:
+        raise ToolError(f"{path}: no certificate there; give a client's or viewer's name, "
+                        "or --serial HEX (certs inspect shows serials)")  # fmt: skip
+    try:
+        cert.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ToolError(f"{path}: not issued by {path.parent / CA_PEM}") from None
+    return cert.serial_number
+
+
+def _number(crl: x509.CertificateRevocationList | None) -> int:
+    if crl is None:
+        return 0
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
+def _signed_crl(
+    ca: Issued, entries: list[x509.RevokedCertificate], last_update: datetime,
+    next_update: datetime, number: int,
+) -> x509.CertificateRevocationList:  # fmt: skip
+    """RFC 5280's profile: the CA's key identifier and a CRL number that grows."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(last_update)
+        .next_update(next_update)
+        .add_extension(_authority_key_identifier(ca, ca.key), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(ca.key, _digest_for(ca.key))
+
+
+def _digest_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
+    """Ed25519/Ed448 sign without a separate hash."""
+    eddsa = isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    return None if eddsa else hashes.SHA256()
 
 
 def browser_bundle(name: str, client: Issued, ca: Issued) -> bytes:
@@ -354,6 +471,7 @@ def describe(path: Path, data: bytes) -> list[str]:
     """One line per PEM block in `data`, read from `path`: what it is, who issued it, when it
     expires."""
     lines = [f"{path}: {_describe_certificate(c)}" for c in _certificates_in(data)]
+    lines += [f"{path}: {_describe_crl(data)}"] if b"BEGIN X509 CRL" in data else []
     if b"PRIVATE KEY-----" in data:
         lines.append(f"{path}: {_describe_key(data)}")
     return lines or [f"{path}: no PEM certificate or private key"]
@@ -389,10 +507,24 @@ def _certificates_in(data: bytes) -> list[x509.Certificate]:
         return []
 
 
+def _describe_crl(data: bytes) -> str:
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError:
+        return "unreadable revocation list"
+    serials = ", ".join(f"{entry.serial_number:x}" for entry in crl) or "none"
+    ends = f"{crl.next_update_utc:%Y-%m-%d}" if crl.next_update_utc else "never"
+    return (
+        f"revocation list of {crl.issuer.rfc4514_string()}, from "
+        f"{crl.last_update_utc:%Y-%m-%d %H:%M:%S}, next update {ends}; revoked serials: {serials}"
+    )
+
+
 def _describe_certificate(cert: x509.Certificate) -> str:
     left = (cert.not_valid_after_utc - datetime.now(UTC)).days
+    kind = "CA " if is_ca(cert) else "viewer (dashboard only) " if is_viewer(cert) else ""
     return (
-        f"{'CA ' if is_ca(cert) else ''}certificate {cert.subject.rfc4514_string()}, "
+        f"{kind}certificate {cert.subject.rfc4514_string()}, serial {cert.serial_number:x}, "
         f"issued by {cert.issuer.rfc4514_string()}, {type(cert.public_key()).__name__}, "
         f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d} "
         f"({'expired' if left < 0 else f'{left} days left'})"

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from entrypoint.contract import (
     CA_FILE,
@@ -27,6 +28,9 @@ from entrypoint.contract import (
     CLUSTER_ENV,
     CLUSTER_KEY_PEM,
     CLUSTER_PEM,
+    CRL_FILE,
+    CRL_PEM,
+    CRL_VAR,
     DEFAULT_CLIENT,
     KEY_FILE,
     KEY_VAR,
@@ -40,6 +44,8 @@ from entrypoint.errors import ToolError
 from entrypoint.tools import certs
 from entrypoint.tools.image import APP_DIR, in_image
 
+Made = TypeVar("Made")
+
 # set in the image (Dockerfile): the files here are the container's, the user's only where mounted
 MOUNT_HINT = (
     'mount your folder at the same path: docker run --rm -u "$(id -u)" -v "$PWD:$PWD" -w "$PWD"'
@@ -47,12 +53,14 @@ MOUNT_HINT = (
 MAX_DAYS = 36500
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-TAKEN = {"ca", "cluster"}  # client NAME writes NAME.pem and NAME-key.pem beside the CA's and ours
+# client NAME writes NAME.pem and NAME-key.pem beside the CA's, ours and the revocation list
+TAKEN = {"ca", "cluster", "crl"}
 
 
 def run_new(args: argparse.Namespace) -> int:
     names = checked_names(args.name) or certs.DEFAULT_NAMES
-    clients = checked_clients(args.client or [DEFAULT_CLIENT])
+    viewers = checked_viewers(args.viewer or [], args.client or [])
+    clients = checked_clients(args.client or ([] if viewers else [DEFAULT_CLIENT]))
     days = checked_days(args.days)
     users_folder(args.out, "--out")
     if args.out.exists() and not args.out.is_dir():
@@ -64,7 +72,7 @@ def run_new(args: argparse.Namespace) -> int:
         )
     writable_folder(args.out, "--out")
     kind = "rsa3072" if args.rsa else "ec"
-    made = written(lambda: certs.new_cluster(args.out, names, clients, kind, days))
+    made = written(lambda: certs.new_cluster(args.out, names, clients, kind, days, viewers))
     out = args.out
     print(f"wrote {len(made.written)} files to {shown(out)} (keys 0600) for {', '.join(names)}")
     print("\ndocker run -e (reads the files as you paste it):")
@@ -83,10 +91,11 @@ def run_new(args: argparse.Namespace) -> int:
 
 def run_renew(args: argparse.Namespace) -> int:
     names = checked_names(args.name)
+    viewers = checked_viewers(args.viewer or [], args.client or [])
     clients = checked_clients(args.client or [])
     days = checked_days(args.days)
     users_folder(args.certs, "--certs")
-    made = written(lambda: certs.renew_cluster(args.certs, names, clients, days))
+    made = written(lambda: certs.renew_cluster(args.certs, names, clients, days, viewers))
     cluster, ca = made.cluster.cert, made.ca.cert
     print(
         f"renewed from the CA in {shown(args.certs)} (unchanged): the cluster certificate for "
@@ -111,6 +120,44 @@ def run_renew(args: argparse.Namespace) -> int:
     )
     print_clients(args.certs, made.clients)
     return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Add the named certificates to crl.pem, and say how to deliver it."""
+    names = checked_clients(args.names)
+    days = None if args.days is None else checked_days(args.days)
+    users_folder(args.certs, "--certs")
+    revoked = written(lambda: certs.revoke(args.certs, names, tuple(args.serial), days))
+    crl, folder = revoked.crl, args.certs
+    added = ", ".join(f"{serial:x}" for serial in revoked.added) or "none new"
+    ends = f"{crl.next_update_utc:%Y-%m-%d}" if crl.next_update_utc else "never"
+    print(f"revoked serials {added}; the list now holds {len(crl)}, next update due {ends} "
+          "(renew it before then with certs revoke: past it, every handshake fails)")  # fmt: skip
+    for path in revoked.written:
+        print(f"wrote {shown(path)} ({path.stat().st_mode & 0o777:04o})")
+    secrets = shown(folder / SECRETS_DIR / CRL_FILE)
+    print(
+        f"deliver, mounted as a file ({file_var(CRL_VAR)}={SECRETS_MOUNT}/{CRL_FILE} from "
+        f"{secrets}): replaced in place; docker kill -s HUP CONTAINER, on every container of the "
+        "cluster: new connections with these certificates are refused and open ones are closed"
+    )
+    print(
+        f'deliver, as a value (-e {CRL_VAR}="$(cat {shown(folder / CRL_PEM)})", or --env-file '
+        f"{shown(folder / CLUSTER_ENV)}): a new container (a running one keeps its environment)"
+    )
+    print(
+        "deliver, on Compute Engine: gcloud secrets versions add dask-cluster-crl "
+        f"--data-file={shown(folder / CRL_PEM)}, then on each VM: sudo systemctl reload dask-tls"
+    )
+    return 0
+
+
+def serial(text: str) -> int:
+    """A serial as `certs inspect` prints it: hex, with or without 0x or colons."""
+    try:
+        return int(text.replace(":", "").removeprefix("0x"), 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal serial") from None
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -141,9 +188,10 @@ def read(path: Path) -> bytes:
 
 
 def print_clients(folder: Path, clients: dict[str, certs.Issued]) -> None:
-    for name in clients:
+    for name, issued in clients.items():
         pem, key, p12 = (shown(folder / file) for file in client_files(name))
-        print(f"\nclient {name}: {pem}, {key}; browser: {p12}")
+        kind = "viewer (the dashboard only)" if certs.is_viewer(issued.cert) else "client"
+        print(f"\n{kind} {name}: {pem}, {key}; browser: {p12}")
 
 
 def checked_days(days: float) -> float:
@@ -176,15 +224,23 @@ def is_host_name(name: str) -> bool:
     return len(name) <= 253 and all(DNS_LABEL.fullmatch(label) for label in labels)
 
 
-def checked_clients(clients: list[str]) -> tuple[str, ...]:
+def checked_viewers(viewers: list[str], clients: list[str]) -> tuple[str, ...]:
+    both = sorted(set(viewers) & set(clients))
+    if both:
+        raise ToolError(f"--viewer {both[0]}: also given as --client; a certificate is one or the "
+                        "other")  # fmt: skip
+    return checked_clients(viewers, "--viewer")
+
+
+def checked_clients(clients: list[str], flag: str = "--client") -> tuple[str, ...]:
     for name in clients:
         if not CLIENT_NAME.fullmatch(name) or name.endswith("-key"):
             raise ToolError(
-                f"--client {name!r}: not usable as a file name; give letters, digits, '.', '_' "
-                "or '-' (not ending in -key), e.g. --client alice"
+                f"{flag} {name!r}: not usable as a file name; give letters, digits, '.', '_' "
+                f"or '-' (not ending in -key), e.g. {flag} alice"
             )
         if name in TAKEN:
-            raise ToolError(f"--client {name}: the {name}'s own files have that name; pick another")
+            raise ToolError(f"{flag} {name}: the {name}'s own files have that name; pick another")
     return tuple(dict.fromkeys(clients))
 
 
@@ -227,7 +283,7 @@ def writable_folder(folder: Path, flag: str) -> None:
         )
 
 
-def written(write: Callable[[], certs.ClusterSet]) -> certs.ClusterSet:
+def written(write: Callable[[], Made]) -> Made:
     """Run `write`, reporting a file that cannot be written in one line."""
     try:
         return write()

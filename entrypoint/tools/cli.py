@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--out", type=Path, default=Path("certs"), help="directory (default: certs)")
     new.add_argument("--name", action="append", help="a host name or IP the cluster is reached at")
     new.add_argument("--client", action="append", help="a client to issue for (default: client)")
+    new.add_argument("--viewer", action="append", help="a viewer to issue for: dashboard only")
     new.add_argument("--rsa", action="store_true", help="RSA 3072 instead of ECDSA P-256")
     new.add_argument("--days", type=float, default=365, help="validity (default: 365)")
     new.set_defaults(run=certs_tool.run_new)
@@ -60,9 +61,32 @@ def parser() -> argparse.ArgumentParser:
     )
     renew.add_argument("--name", action="append", help="names (default: the current certificate's)")
     renew.add_argument("--client", action="append", help="a client to issue for anew (repeatable)")
+    renew.add_argument("--viewer", action="append", help="a viewer (dashboard only) to issue for")
     renew.add_argument("--days", type=float, default=365,
                        help="validity (default: 365; never past the CA's)")  # fmt: skip
     renew.set_defaults(run=certs_tool.run_renew)
+    revoke = cert_sub.add_parser("revoke", help="take certificates' access away (crl.pem)")
+    revoke.add_argument("names", nargs="*", metavar="NAME", help="a client's or viewer's name")
+    revoke.add_argument(
+        "--certs",
+        type=Path,
+        default=Path("certs"),
+        help="the folder `certs new` wrote, with ca-key.pem (default: certs)",
+    )
+    revoke.add_argument(
+        "--serial",
+        action="append",
+        default=[],
+        type=certs_tool.serial,
+        help="a certificate's serial in hex (certs inspect shows it)",
+    )
+    revoke.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="the list's next update (default: when the CA expires)",
+    )
+    revoke.set_defaults(run=certs_tool.run_revoke)  # fmt: skip
     inspect = cert_sub.add_parser("inspect", help="what PEM files hold; whether a key matches")
     inspect.add_argument("files", type=Path, nargs="+")
     inspect.set_defaults(run=certs_tool.run_inspect)
