@@ -15,6 +15,10 @@ distributed makes the change stop working:
 - certificate_reload: a renewed certificate reaches every TLS context (security.py reads the files
   once).
 - lean_forkserver: workers fork from a forkserver that imported distributed alone (utils.py).
+- revocation: the CA's revocation list in every TLS context, reloaded, and the open connections of
+  the certificates it revokes closed (security.py, core.py).
+- viewer_comms: a viewer's certificate opens no comm (core.py, `Server.handle_comm`).
+- viewer_dashboard: a viewer's certificate only reads the HTTP ports (node.py).
 
 distributed imports a preload while it constructs the server, before it listens on any port or
 builds its HTTP server or handler table: what `install()` changes at import is in place from the
@@ -32,13 +36,21 @@ from entrypoint.preload import (
     http_client_certificates,
     lean_forkserver,
     retire_keeps_nanny,
+    revocation,
+    viewer_comms,
+    viewer_dashboard,
 )
 
-for change in (handshake_timeout, http_client_certificates, client_versions, lean_forkserver):
+# in this order: viewer_dashboard and revocation wrap what http_client_certificates installs
+for change in (
+    handshake_timeout, http_client_certificates, client_versions, lean_forkserver,
+    viewer_comms, viewer_dashboard, revocation,
+):  # fmt: skip
     change.install()
 
 
 def dask_setup(server: ServerNode) -> None:
     """Called by distributed once the server has started."""
     certificate_reload.setup(server)
+    revocation.setup(server)
     retire_keeps_nanny.setup(server)

@@ -42,19 +42,21 @@ class CertificateWatch:
         stamp = self._stamp()
         if stamp == self.seen:
             return
-        contexts = self.contexts()
+        contexts = tls_contexts(self.server)
         for context in contexts:
             context.load_cert_chain(self.cert, self.key)
         self.seen = stamp
         logger.info("Loaded the renewed certificate into %d TLS contexts", len(contexts))
 
-    def contexts(self) -> list[ssl.SSLContext]:
-        server: Any = self.server  # Scheduler, Nanny or Worker: all have these
-        found = [server.connection_args.get("ssl_context")]
-        found += [listener.server_args.get("ssl_options") for listener in server.listeners]
-        found.append(getattr(getattr(server, "http_server", None), "ssl_options", None))
-        unique = {id(c): c for c in found if isinstance(c, ssl.SSLContext)}
-        return list(unique.values())
+
+def tls_contexts(node: ServerNode) -> list[ssl.SSLContext]:
+    """Every TLS context a server holds: its outgoing one, its listeners', its HTTP server's."""
+    server: Any = node  # Scheduler, Nanny or Worker: all have these
+    found = [server.connection_args.get("ssl_context")]
+    found += [listener.server_args.get("ssl_options") for listener in server.listeners]
+    found.append(getattr(getattr(server, "http_server", None), "ssl_options", None))
+    unique = {id(c): c for c in found if isinstance(c, ssl.SSLContext)}
+    return list(unique.values())
 
 
 def setup(server: ServerNode) -> None:
