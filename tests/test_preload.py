@@ -10,7 +10,7 @@ import http.client
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from distributed.comm import registry
 from distributed.security import Security
 
 from entrypoint.dask_config import fixed_config
-from entrypoint.preload import handshake_timeout, lean_forkserver
+from entrypoint.preload import handshake_timeout, lean_forkserver, revocation
 from entrypoint.tools.certs import Issued, issue
 from tests.material import ClusterMaterial
 
@@ -268,3 +268,212 @@ def test_the_forkserver_preloads_distributed_alone(monkeypatch: pytest.MonkeyPat
         lean_forkserver.install()
         distributed.utils.get_mp_context()
     assert server._preload_modules == lean_forkserver.PRELOAD
+
+
+def viewer_files(files: dict[str, Path], ca: Issued) -> dict[str, Path]:
+    """The cluster's files with a viewer's certificate in place of the client's."""
+    viewer = issue("vera", ca, client_only=True, viewer=True, names=())
+    files = {**files, "client": files["ca"].with_name("vera.pem")}
+    files["client_key"] = files["ca"].with_name("vera-key.pem")
+    files["client"].write_bytes(viewer.cert_pem)
+    files["client_key"].write_bytes(viewer.key_pem)
+    return files
+
+
+def test_a_viewer_opens_no_comm(cluster_files: dict[str, Path], material: ClusterMaterial) -> None:
+    """A viewer's certificate: Client() raises the scheduler's reason; an rpc to a worker and to
+    a nanny raises PermissionError with it; a client certificate still computes."""
+    from distributed.core import rpc
+
+    viewer = viewer_files(cluster_files, material.ca)
+
+    async def main() -> tuple[str, list[str], int]:
+        async with (
+            scheduler() as started,
+            Nanny(started.address, nthreads=1, dashboard=False) as nanny,
+        ):
+            with pytest.raises(ImportError) as refused:
+                await Client(started.address, security=client_security(viewer), asynchronous=True)
+            args = client_security(viewer).get_connection_args("client")
+            reasons = []
+            for address in (nanny.worker_address, nanny.address):
+                async with rpc(address, connection_args=args) as peer:
+                    with pytest.raises(PermissionError) as denied:
+                        await peer.identity()
+                reasons.append(str(denied.value))
+            security = client_security(cluster_files)
+            async with Client(started.address, security=security, asynchronous=True) as client:
+                result: int = await client.submit(sum, [1, 2], pure=False)
+            return str(refused.value), reasons, result
+
+    refusal, reasons, result = asyncio.run(main())
+    assert refusal.startswith("refused: CN=vera is a viewer's certificate"), refusal
+    assert all(reason == refusal for reason in reasons), reasons
+    assert result == 3
+
+
+def request(port: int, files: dict[str, Path], method: str, path: str) -> tuple[int, bytes]:
+    context = client_context(files, with_certificate=True)
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=HANG)
+    try:
+        connection.request(method, path, body=b"" if method == "POST" else None)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_viewer_reads_the_dashboard_only(
+    cluster_files: dict[str, Path], material: ClusterMaterial
+) -> None:
+    """With the API routes enabled, a viewer reads pages, /health and /metrics (Dask's metrics),
+    and gets 403 for the API and for any method but GET; a client certificate is not held back."""
+    viewer = viewer_files(cluster_files, material.ca)
+    routes = dask.config.get("distributed.scheduler.http.routes")
+    api = [*routes, "distributed.http.scheduler.api"]
+
+    async def main() -> dict[tuple[str, str, str], tuple[int, bytes]]:
+        with dask.config.set({"distributed.scheduler.http.routes": api}):
+            async with scheduler(dashboard=True) as started:
+                port = http_port(started)
+                asked = [
+                    ("viewer", "GET", "/health"), ("viewer", "GET", "/metrics"),
+                    ("viewer", "GET", "/info/main/workers.html"),
+                    ("viewer", "GET", "/api/v1"), ("viewer", "POST", "/api/v1/retire_workers"),
+                    ("viewer", "GET", "/eventstream"), ("viewer", "POST", "/health"),
+                    ("client", "GET", "/api/v1"),
+                ]  # fmt: skip
+                return {
+                    (who, method, path): await asyncio.to_thread(
+                        request, port, viewer if who == "viewer" else cluster_files, method, path
+                    )
+                    for who, method, path in asked
+                }
+
+    answers = asyncio.run(main())
+    assert answers["viewer", "GET", "/health"] == (200, b"ok")
+    assert b"dask_scheduler_workers" in answers["viewer", "GET", "/metrics"][1]
+    assert answers["viewer", "GET", "/info/main/workers.html"][0] == 200
+    for refused in (("GET", "/api/v1"), ("POST", "/api/v1/retire_workers"),
+                    ("GET", "/eventstream"), ("POST", "/health")):  # fmt: skip
+        status, body = answers[("viewer", *refused)]
+        assert (status, body.startswith(b"a viewer's certificate reads")) == (403, True), refused
+    assert answers["client", "GET", "/api/v1"][0] == 200
+
+
+@pytest.fixture
+def revocation_list(
+    cluster_files: dict[str, Path], material: ClusterMaterial, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Path]:  # fmt: skip
+    """An empty list from `certs revoke`, configured as in the container, and the preload's
+    revocation installed in this process for this test only."""
+    from distributed.core import Server
+    from distributed.node import ServerNode
+
+    from entrypoint.dask_config import CRL_FILE
+    from entrypoint.tools.certs import revoke
+
+    (tmp_path / "ca.pem").write_bytes(material.ca.cert_pem)
+    (tmp_path / "ca-key.pem").write_bytes(material.ca.key_pem)
+    revoke(tmp_path, (), ())
+    for target, name in ((Security, "_get_tls_context"), (Server, "handle_comm"),
+                         (ServerNode, "start_http_server")):  # fmt: skip
+        monkeypatch.setattr(target, name, getattr(target, name))
+    for name in ("CURRENT", "_upstream_handle_comm", "_upstream_http"):
+        monkeypatch.setattr(revocation, name, getattr(revocation, name))
+    monkeypatch.setattr(revocation, "CRL_LOOK_INTERVAL", 0.2)
+    served = tmp_path / "served-crl.pem"
+    served.write_bytes((tmp_path / "crl.pem").read_bytes())
+    with dask.config.set({CRL_FILE: str(served), "distributed.comm.timeouts.connect": "3s"}):
+        revocation.install()
+        yield served
+
+
+def revoke_and_serve(served: Path, name: str, issued: Issued) -> None:
+    """`certs revoke NAME` in the CA's folder, then the list replaced whole, as rotation does."""
+    from entrypoint.tools.certs import revoke
+
+    folder = served.parent
+    (folder / f"{name}.pem").write_bytes(issued.cert_pem)
+    revoke(folder, (name,), ())
+    staged = served.with_suffix(".new")
+    staged.write_bytes((folder / "crl.pem").read_bytes())
+    staged.rename(served)
+
+
+def test_a_revoked_certificate_is_cut_off(
+    cluster_files: dict[str, Path], material: ClusterMaterial, revocation_list: Path
+) -> None:
+    """A new list revoking alice: alice's open client comm and open HTTPS connection are closed,
+    a new connection of hers is refused, bob carries on; a later list revoking bob is the one
+    enforced (the newest lastUpdate wins among the lists a context holds)."""
+    alice, bob = (issue(n, material.ca, client_only=True, names=()) for n in ("alice", "bob"))
+    files = {name: write_pem_pair(cluster_files, name, issued)
+             for name, issued in (("alice", alice), ("bob", bob))}  # fmt: skip
+
+    async def main() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        async with (
+            scheduler(dashboard=True) as started,
+            Worker(started.address, nthreads=1, dashboard=False),
+            Client(started.address, security=client_security(files["alice"]), asynchronous=True)
+            as alices, Client(started.address, security=client_security(files["bob"]),
+                              asynchronous=True) as bobs,
+        ):  # fmt: skip
+            page = http.client.HTTPSConnection(
+                "127.0.0.1", http_port(started),
+                context=client_context(files["alice"], with_certificate=True), timeout=HANG,
+            )  # fmt: skip
+            seen["before"] = await asyncio.to_thread(keep_alive_get, page)
+            revoke_and_serve(revocation_list, "alice", alice)
+            await poll(lambda: alices.id not in started.clients)
+            seen["page after"] = await asyncio.to_thread(keep_alive_get, page)
+            seen["alice anew"] = await connect_error(started.address, files["alice"])
+            seen["bob"] = await bobs.submit(sum, [1, 2], pure=False)
+            revoke_and_serve(revocation_list, "bob", bob)
+            await poll(lambda: bobs.id not in started.clients)
+            seen["bob anew"] = await connect_error(started.address, files["bob"])
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen["before"] == 200
+    assert seen["page after"] == "closed"
+    assert seen["bob"] == 3
+    for who in ("alice anew", "bob anew"):
+        assert "CERTIFICATE_REVOKED" in str(seen[who]), seen[who]
+
+
+def write_pem_pair(files: dict[str, Path], name: str, issued: Issued) -> dict[str, Path]:
+    """The cluster's files with `name`'s certificate and key in place of the client's."""
+    paired = {**files, "client": files["ca"].with_name(f"{name}-c.pem")}
+    paired["client_key"] = files["ca"].with_name(f"{name}-c-key.pem")
+    paired["client"].write_bytes(issued.cert_pem)
+    paired["client_key"].write_bytes(issued.key_pem)
+    return paired
+
+
+def keep_alive_get(connection: http.client.HTTPSConnection) -> int | str:
+    """GET /health on a connection kept open between calls; "closed" once the server closed it."""
+    try:
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+    except (ConnectionError, http.client.HTTPException, ssl.SSLError):
+        return "closed"
+    return response.status
+
+
+async def poll(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.1)
+
+
+async def connect_error(address: str, files: dict[str, Path]) -> str:
+    try:
+        async with Client(address, security=client_security(files), asynchronous=True):
+            return "connected"
+    except OSError as error:
+        return str(error)

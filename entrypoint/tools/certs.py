@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,8 @@ from entrypoint.tls import TLS_KEY_TYPES, is_ca, same_key
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
 VIEWER = x509.ObjectIdentifier(VIEWER_OID)
+# a list's lastUpdate is this far back: a cluster whose clock is behind ours still takes it at once
+CLOCK_SKEW = timedelta(minutes=5)
 NEW_CA = "`certs new --out ANOTHER` makes a new CA (then every certificate changes)"
 
 
@@ -361,7 +364,7 @@ def revoke(
     previous = _previous_crl(directory, ca)
     wanted = [*(_serial_of(directory / client_files(name)[0], ca) for name in names), *serials]
     now = datetime.now(UTC).replace(microsecond=0)
-    last_update = max(now, previous.last_update_utc + timedelta(seconds=1)) if previous else now
+    last_update = _after(previous, now - CLOCK_SKEW)
     ends = ca.cert.not_valid_after_utc
     next_update = min(ends, last_update + timedelta(days=days)) if days else ends
     entries = {entry.serial_number: entry for entry in (previous or [])}
@@ -380,6 +383,16 @@ def revoke(
         files[CLUSTER_ENV] = (b"".join([*kept, env_line(CRL_VAR, pem)]), 0o600)
     written = [write_file(directory / name, *content) for name, content in files.items()]
     return Revoked(crl, added, written)
+
+
+def _after(previous: x509.CertificateRevocationList | None, earliest: datetime) -> datetime:
+    """A lastUpdate later than the previous list's (OpenSSL then prefers the new one) and never in
+    the future (OpenSSL skips a list not yet valid, and would keep using the previous one)."""
+    if previous is None or previous.last_update_utc < earliest:
+        return earliest
+    later = previous.last_update_utc + timedelta(seconds=1)
+    time.sleep(max(0.0, (later - datetime.now(UTC)).total_seconds()))
+    return later
 
 
 def _previous_crl(directory: Path, ca: Issued) -> x509.CertificateRevocationList | None:
