@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from entrypoint.contract import (
     CA_VAR,
     CERT_VAR,
+    CRL_VAR,
     DASHBOARD_VAR,
     HTTP_CLIENT_CERT_VAR,
     KEY_VAR,
@@ -32,7 +34,7 @@ from entrypoint.contract import (
     file_var,
 )
 from entrypoint.tools.certs import Issued, issue, new_key
-from tests.material import ClusterMaterial, chain_of, padding, pem_of
+from tests.material import PADDING_OID, ClusterMaterial, chain_of, padding, pem_of
 
 Env = dict[str, str]
 MakeEnv = Callable[[ClusterMaterial, Path], Env]  # (material, a scratch directory) -> environment
@@ -121,6 +123,76 @@ def encrypted_key(material: ClusterMaterial) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def ago(days: float) -> datetime:
+    return now() - timedelta(days=days)
+
+
+def with_duplicate_extension(issued: Issued) -> str:
+    """The certificate with one extension twice: it loads, and `cryptography` raises
+    DuplicateExtension when its extensions are first read. Made by issuing it with two extensions
+    whose OIDs differ in their last byte, then giving the second the first's OID (the signature no
+    longer matches; nothing reads it before the extensions)."""
+    first, second = PADDING_OID, x509.ObjectIdentifier(PADDING_OID.dotted_string[:-1] + "9")
+    marked = issue("cluster", issued, extra=tuple(
+        x509.UnrecognizedExtension(oid, b"\x05\x00") for oid in (first, second)))  # fmt: skip
+    der = marked.cert.public_bytes(serialization.Encoding.DER)
+    first_der, second_der = (_oid_der(oid) for oid in (first, second))
+    assert der.count(second_der) == 1
+    broken = x509.load_der_x509_certificate(der.replace(second_der, first_der))
+    return broken.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _oid_der(oid: x509.ObjectIdentifier) -> bytes:
+    first, second, *rest = (int(part) for part in oid.dotted_string.split("."))
+    body = b""
+    for number in [40 * first + second, *rest]:
+        chunk = [number & 0x7F]
+        while number := number >> 7:
+            chunk.insert(0, 0x80 | (number & 0x7F))
+        body += bytes(chunk)
+    return bytes([0x06, len(body)]) + body
+
+
+def crl(
+    issuer: Issued, serials: tuple[int, ...] = (), last: datetime | None = None,
+    next_update: datetime | None = None,
+) -> str:  # fmt: skip
+    """A revocation list signed by `issuer`."""
+    last = last or now() - timedelta(minutes=5)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(last)
+        .next_update(next_update or last + timedelta(days=90))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last).build()
+        )
+    return (
+        builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    )
+
+
+def expired_ca_pair(material: ClusterMaterial) -> Env:
+    """A valid certificate whose CA expired yesterday."""
+    old_ca = issue("old CA", ca=True, not_before=ago(100), days=99)
+    leaf = issue("cluster", old_ca, not_before=ago(1) - timedelta(hours=1))
+    return {CERT_VAR: leaf.cert_pem.decode(), KEY_VAR: leaf.key_pem.decode(),
+            CA_VAR: old_ca.cert_pem.decode()}  # fmt: skip
+
+
+def through(intermediate: Callable[[Issued], Issued]) -> Callable[[ClusterMaterial], Env]:
+    """The cluster certificate issued by `intermediate`(the CA), passed after it in the chain."""
+
+    def make(material: ClusterMaterial) -> Env:
+        middle = intermediate(material.ca)
+        leaf = issue("cluster", middle, not_before=ago(1))
+        return {CERT_VAR: pem_of([leaf, middle]), KEY_VAR: leaf.key_pem.decode()}
+
+    return make
 
 
 def leaks(output: str, material: ClusterMaterial, env: Mapping[str, str]) -> list[str]:
@@ -371,6 +443,93 @@ BAD_INPUTS = [
         f"{CA_VAR}: holds 33 certificates, over the limit of 32",
     ),
     BadInput(
+        "cert-duplicate-extension",
+        "unreadable",
+        derived(lambda m: {CERT_VAR: with_duplicate_extension(m.ca)}),
+        f"{CERT_VAR}: certificate 1 cannot be read: the extension "
+        f"{PADDING_OID.dotted_string} appears twice",
+    ),
+    BadInput(
+        "ca-duplicate-extension",
+        "unreadable",
+        derived(lambda m: {CA_VAR: with_duplicate_extension(m.ca)}),
+        f"{CA_VAR}: certificate 1 cannot be read: the extension",
+    ),
+    BadInput(
+        "ca-expired",
+        "authority validity",
+        derived(expired_ca_pair),
+        f"{CA_VAR}: the CA CN=old CA expired on",
+    ),
+    BadInput(
+        "ca-not-yet-valid",
+        "authority validity",
+        derived(
+            lambda m: {
+                CA_VAR: issue("CA", ca=True, not_before=now() + timedelta(days=2)).cert_pem.decode()
+            }
+        ),
+        f"{CA_VAR}: the CA CN=CA is not valid before",
+    ),
+    BadInput(
+        "intermediate-expired",
+        "authority validity",
+        derived(
+            through(
+                lambda ca: issue("middle", ca, ca=True, names=(), not_before=ago(30), days=29.5)
+            )
+        ),
+        f"{CERT_VAR}: certificate 2 (CN=middle) expired on",
+    ),
+    BadInput(
+        "intermediate-not-a-ca",
+        "authority validity",
+        derived(through(lambda ca: issue("middle", ca, names=(), not_before=ago(2)))),
+        f"{CERT_VAR}: certificate 2 (CN=middle) is not a CA certificate",
+    ),
+    BadInput(
+        "crl-garbage",
+        "revocation list",
+        changed({CRL_VAR: "not a list"}),
+        f"{CRL_VAR}: is neither PEM text nor base64",
+    ),
+    BadInput(
+        "crl-holds-a-certificate",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: m.ca.cert_pem.decode()}),
+        f"{CRL_VAR}: holds another kind of PEM, not a CRL",
+    ),
+    BadInput(
+        "crl-truncated",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: crl(m.ca)[:150] + "\n-----END X509 CRL-----\n"}),
+        f"{CRL_VAR}: is not a readable PEM CRL",
+    ),
+    BadInput(
+        "crl-of-another-ca",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: crl(issue("test CA", ca=True))}),
+        f"{CRL_VAR}: is not signed by the CA in {CA_VAR}",
+    ),
+    BadInput(
+        "crl-past-its-next-update",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: crl(m.ca, last=ago(10), next_update=ago(1))}),
+        f"{CRL_VAR}: its next update was due on",
+    ),
+    BadInput(
+        "crl-not-yet-valid",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: crl(m.ca, last=now() + timedelta(hours=2))}),
+        f"{CRL_VAR}: is not valid before",
+    ),
+    BadInput(
+        "crl-revokes-the-cluster",
+        "revocation list",
+        derived(lambda m: {CRL_VAR: crl(m.ca, (m.cluster.cert.serial_number,))}),
+        f"{CRL_VAR}: revokes the cluster's own certificate",
+    ),
+    BadInput(
         "memory-words",
         "sizing",
         changed({MEMORY_VAR: "plenty"}),
@@ -437,6 +596,18 @@ BAD_INPUTS = [
         changed({TLS_FLOOR_VAR: "1.1"}),
         f"{TLS_FLOOR_VAR}: '1.1' is not 1.2 or 1.3",
     ),
+    BadInput(
+        "tls-floor-lowercase",
+        "tls floor",
+        changed({"DASK_distributed__comm__tls__min-version": "1.1"}),
+        "DASK_distributed__comm__tls__min-version: '1.1' is not 1.2 or 1.3",
+    ),
+    BadInput(
+        "tls-floor-twice",
+        "tls floor",
+        changed({TLS_FLOOR_VAR: "1.3", "DASK_distributed__comm__tls__min_version": "1.2"}),
+        f"{TLS_FLOOR_VAR}: is set twice, as",
+    ),
     *(
         BadInput(
             f"overrides-{name.lower()}",
@@ -477,6 +648,18 @@ BAD_INPUTS = [
         f"{SCHEDULER_ADDRESS_VAR}: is not set, and {ROLE_VAR}=worker needs it",
     ),
     BadInput(
+        "role-lowercase-unknown",
+        "role",
+        changed({"DASK_role": "boss"}),
+        "DASK_role: 'boss' is not all, scheduler or worker",
+    ),
+    BadInput(
+        "scheduler-address-lowercase-not-tls",
+        "role",
+        changed({ROLE_VAR: "worker", "DASK_scheduler_address": "tcp://scheduler:8786"}),
+        "DASK_scheduler_address: tcp:// is not TLS",
+    ),
+    BadInput(
         "scheduler-address-not-tls",
         "role",
         changed({ROLE_VAR: "worker", SCHEDULER_ADDRESS_VAR: "tcp://scheduler:8786"}),
@@ -492,6 +675,12 @@ BAD_INPUTS = [
         "scratch-missing",
         "scratch",
         changed({SCRATCH_VAR: "/nonexistent/scratch"}),
+        f"{SCRATCH_VAR}: the workers' scratch space /nonexistent/scratch is not writable",
+    ),
+    BadInput(
+        "scratch-lowercase-missing",
+        "scratch",
+        changed({"DASK_temporary_directory": "/nonexistent/scratch"}),
         f"{SCRATCH_VAR}: the workers' scratch space /nonexistent/scratch is not writable",
     ),
 ]
