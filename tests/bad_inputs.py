@@ -456,6 +456,19 @@ BAD_INPUTS = [
         f"{CA_VAR}: certificate 1 cannot be read: the extension",
     ),
     BadInput(
+        "expired-from-the-ca",
+        "validity",
+        derived(
+            lambda m: {
+                CERT_VAR: (
+                    old := issue("cluster", m.ca, not_before=ago(9), days=2)
+                ).cert_pem.decode(),
+                KEY_VAR: old.key_pem.decode(),
+            }
+        ),
+        f"{CERT_VAR}: the certificate expired on",
+    ),
+    BadInput(
         "ca-expired",
         "authority validity",
         derived(expired_ca_pair),
@@ -694,3 +707,28 @@ def first_of_each_kind() -> list[BadInput]:
     for bad in BAD_INPUTS:
         first.setdefault(bad.kind, bad)
     return list(first.values())
+
+
+MATERIAL_VARS = (CERT_VAR, KEY_VAR, CA_VAR, CRL_VAR)
+
+
+def reloadable(bad: BadInput, material: ClusterMaterial, scratch: Path) -> dict[str, bytes]:
+    """What to put in the mounted files (variable -> content) to give a running container this
+    row's material on SIGHUP; {} when the row is not about the material's content (sizes, roles,
+    files of another kind, a variable unset: a running container cannot be given those)."""
+    env, good = bad.env(material, scratch), material.ca_env()
+    texts = {name: env[name] for name in MATERIAL_VARS if name in env}
+    if set(env) - set(MATERIAL_VARS) or set(good) - set(texts) or texts == good:
+        return {}
+    if any(not value.strip() or (not value.isprintable() and "\n" not in value)
+           for value in texts.values()):  # fmt: skip
+        return {}  # empty, or not text: a file says so in words of its own
+    return {name: value.encode() for name, value in texts.items() if good.get(name) != value}
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

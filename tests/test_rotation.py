@@ -3,6 +3,7 @@ into the running scheduler, nannies and workers on SIGHUP; bad material keeps th
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -16,10 +17,26 @@ from cryptography import x509
 from distributed import Client, as_completed
 from distributed.security import Security
 
-from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
-from entrypoint.rotation import expiry_line
+from entrypoint.cluster import Plan
+from entrypoint.contract import (
+    CA_FILE,
+    CERT_FILE,
+    CRL_FILE,
+    CRL_VAR,
+    DASHBOARD_PORT,
+    KEY_FILE,
+    PLAN_FILE,
+    SCHEDULER_PORT,
+    SCRATCH_VAR,
+    file_var,
+)
+from entrypoint.private_files import write_private_files
+from entrypoint.rotation import ServedCertificate, expiry_line
+from entrypoint.start import validate
 from entrypoint.tools.certs import ClusterSet, issue, new_cluster
+from tests.bad_inputs import BAD_INPUTS, crl, reloadable
 from tests.containers import Container, docker
+from tests.material import ClusterMaterial
 
 MOUNT = "/run/secrets/dask-tls"
 TASKS = 300
@@ -185,6 +202,68 @@ def test_material_given_as_values_cannot_rotate(fresh: Container) -> None:
         lambda: "DASK_CLUSTER_CERT was given as a value" in fresh.logs(), "the refusal logged"
     )
     assert fresh.state("Health.Status") == "healthy"
+
+
+def running_with_files(material: ClusterMaterial, tmp_path: Path) -> tuple[Plan, Path]:
+    """What a container given its material as files (a CRL included) holds after its start: the
+    mounted files, and the plan and private files the entrypoint wrote from them."""
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    pems = {**material.ca_env(), CRL_VAR: crl(material.ca)}
+    env = {file_var(name): str(mounted / name) for name in pems}
+    for name, text in pems.items():
+        (mounted / name).write_text(text)
+    checked, made = validate({**env, SCRATCH_VAR: str(tmp_path)})
+    directory = tmp_path / "private"
+    plan = Plan.of(directory, checked, made.not_after)
+    plan = plan.with_revocation_list(True, made.crl_next_update)
+    write_private_files(directory, {CERT_FILE: made.cert_pem, KEY_FILE: made.key_pem,
+                                    CA_FILE: made.ca_pem, CRL_FILE: made.crl_pem or b"",
+                                    PLAN_FILE: plan.to_json()})  # fmt: skip
+    return plan, mounted
+
+
+RELOADED_ROWS = {  # rows a reload must meet, whatever else the table comes to hold
+    "cert-duplicate-extension", "ca-duplicate-extension", "ca-expired", "intermediate-expired",
+    "intermediate-not-a-ca", "crl-of-another-ca", "crl-past-its-next-update",
+    "crl-revokes-the-cluster", "key-of-another-cert", "cert-of-another-ca", "expired-from-the-ca",
+}  # fmt: skip
+
+
+def test_a_reload_keeps_the_running_material_for_every_bad_row(
+    material: ClusterMaterial, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each row of the table that a running container can be handed (the material's content),
+    put in the mounted files and reloaded: one error line, the row's words, the private files
+    untouched; the good files then reload."""
+    plan, mounted = running_with_files(material, tmp_path)
+    private = sorted(Path(plan.directory).iterdir())
+    before = {path.name: path.read_bytes() for path in private}
+    served = ServedCertificate(plan)
+    met = set()
+    for bad in BAD_INPUTS:
+        scratch = tmp_path / bad.id
+        scratch.mkdir()
+        files = reloadable(bad, material, scratch)
+        if not files:
+            continue
+        met.add(bad.id)
+        originals = {name: (mounted / name).read_bytes() for name in files}
+        for name, data in files.items():
+            (mounted / name).write_bytes(data)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="entrypoint"):
+            served.reload()
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"SIGHUP: kept the running certificate: {bad.says_for(scratch)}"
+        ), (bad.id, lines)
+        assert {p.name: p.read_bytes() for p in private} == before, bad.id
+        for name, data in originals.items():
+            (mounted / name).write_bytes(data)
+    assert met >= RELOADED_ROWS, RELOADED_ROWS - met
+    served.reload()
+    assert served.plan.crl_next_update
 
 
 @pytest.mark.parametrize(("days", "warns"), [(400, False), (29, True)])
