@@ -3,6 +3,7 @@ into the running scheduler, nannies and workers on SIGHUP; bad material keeps th
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import ssl
@@ -20,11 +21,14 @@ from distributed.security import Security
 from entrypoint.cluster import Plan
 from entrypoint.contract import (
     CA_FILE,
+    CA_VAR,
     CERT_FILE,
+    CERT_VAR,
     CRL_FILE,
     CRL_VAR,
     DASHBOARD_PORT,
     KEY_FILE,
+    KEY_VAR,
     PLAN_FILE,
     SCHEDULER_PORT,
     SCRATCH_VAR,
@@ -33,7 +37,7 @@ from entrypoint.contract import (
 from entrypoint.private_files import write_private_files
 from entrypoint.rotation import ServedCertificate, expiry_line
 from entrypoint.start import validate
-from entrypoint.tools.certs import ClusterSet, issue, new_cluster
+from entrypoint.tools.certs import ClusterSet, issue, new_cluster, revoke
 from tests.bad_inputs import BAD_INPUTS, crl, reloadable
 from tests.containers import Container, docker
 from tests.material import ClusterMaterial
@@ -77,15 +81,17 @@ def security(certs: Path, client: str = "client") -> Security:
 def mounted(image: str, tmp_path: Path) -> Iterator[tuple[Container, ClusterSet, Path]]:
     """A cluster whose material is mounted files, as Docker and Kubernetes secrets are."""
     certs = tmp_path / "certs"
-    made = new_cluster(certs, clients=("client", "other"))
+    made = new_cluster(certs, clients=("client", "other"), viewers=("vera",))
+    revoke(certs, (), ())  # an empty revocation list, as a cluster that may revoke has
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     secrets.chmod(0o755)
     for name, source in (("cert.pem", "cluster.pem"), ("key.pem", "cluster-key.pem"),
-                         ("ca.pem", "ca.pem")):  # fmt: skip
+                         ("ca.pem", "ca.pem"), ("crl.pem", "crl.pem")):  # fmt: skip
         put(secrets, name, (certs / source).read_bytes())
     env = {
-        f"DASK_CLUSTER_{part.upper()}_FILE": f"{MOUNT}/{part}.pem" for part in ("cert", "key", "ca")
+        f"DASK_CLUSTER_{part.upper()}_FILE": f"{MOUNT}/{part}.pem"
+        for part in ("cert", "key", "ca", "crl")
     }
     container = Container(
         image, {**env, "NUM_WORKERS": "2"}, docker_args=["-v", f"{secrets}:{MOUNT}:ro"]
@@ -192,6 +198,82 @@ def test_bad_material_keeps_the_running_certificate(
     assert len(refusals) == 2
     with Client(container.address, security=security(certs), timeout="20s") as client:
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+SIGHUP_NAMES = {CERT_VAR: "cert.pem", KEY_VAR: "key.pem", CA_VAR: "ca.pem", CRL_VAR: "crl.pem"}
+
+
+@pytest.mark.container
+def test_every_bad_row_through_sighup_keeps_the_cluster(
+    mounted: tuple[Container, ClusterSet, Path], material: ClusterMaterial, tmp_path: Path
+) -> None:
+    """Each row a running container can be handed, mounted and SIGHUP'd in turn (the CA's own
+    material, so that only the row's fault is wrong): one line with the row's words each time, the
+    same certificate served, a client computes, no traceback, PID 1 alive."""
+    container, made, secrets = mounted
+    certs = made.written[0].parent
+    own = ClusterMaterial(ca=made.ca, cluster=made.cluster, client=made.clients["client"],
+                          intruder=material.intruder, seed=material.seed)  # fmt: skip
+    serial = served_serial(container.ip, SCHEDULER_PORT, certs)
+    good = {name: (secrets / file).read_bytes() for name, file in SIGHUP_NAMES.items()}
+    rows = 0
+    for bad in BAD_INPUTS:
+        files = reloadable(bad, own, tmp_path)
+        if not files:
+            continue
+        rows += 1
+        for name, data in files.items():
+            put(secrets, SIGHUP_NAMES[name], data)
+        docker("kill", "--signal", "HUP", container.name)
+        says = f"SIGHUP: kept the running certificate: {bad.says_for(tmp_path)}"
+        container.wait_until(lambda: says in container.logs(), f"{bad.id} refused")  # noqa: B023
+        for name in files:
+            put(secrets, SIGHUP_NAMES[name], good[name])
+    assert rows >= len(RELOADED_ROWS)
+    assert served_serial(container.ip, SCHEDULER_PORT, certs) == serial
+    with Client(container.address, security=security(certs), timeout="20s") as client:
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+    logs = container.logs()
+    assert logs.count("kept the running certificate") == rows and "Traceback" not in logs
+
+
+@pytest.mark.container
+def test_revoked_and_viewer_certificates(mounted: tuple[Container, ClusterSet, Path]) -> None:
+    """`certs revoke other` and SIGHUP: other's connected client is cut off and cannot come back
+    (the handshake fails: certificate revoked), client carries on; vera's viewer certificate is
+    refused by Client() with its reason and reads /metrics on 8787."""
+    container, made, secrets = mounted
+    certs = made.written[0].parent
+    with pytest.raises(ImportError, match="CN=vera is a viewer's certificate"):
+        Client(container.address, security=security(certs, "vera"), timeout="20s")
+    assert b"dask_scheduler_workers 2.0" in https_get(container, certs, "vera", "/metrics")
+    with (
+        Client(container.address, security=security(certs), timeout="20s") as client,
+        Client(container.address, security=security(certs, "other"), timeout="20s") as other,
+    ):
+        assert other.submit(sum, [1, 1]).result(timeout=30) == 2
+        revoke(certs, ("other",), ())
+        put(secrets, "crl.pem", (certs / "crl.pem").read_bytes())
+        docker("kill", "--signal", "HUP", container.name)
+        container.wait_until(lambda: other.status != "running", "other cut off")
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+    with pytest.raises(OSError, match=r"certificate revoked|CERTIFICATE_REVOKED"):
+        Client(container.address, security=security(certs, "other"), timeout="5s")
+    assert "the revocation list revokes 1 certificates" in container.logs()
+
+
+def https_get(container: Container, certs: Path, who: str, path: str) -> bytes:
+    context = ssl.create_default_context(cafile=certs / "ca.pem")
+    context.check_hostname = False
+    context.load_cert_chain(certs / f"{who}.pem", certs / f"{who}-key.pem")
+    connection = http.client.HTTPSConnection(
+        container.ip, DASHBOARD_PORT, context=context, timeout=30
+    )
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().read()
+    finally:
+        connection.close()
 
 
 @pytest.mark.container
