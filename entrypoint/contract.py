@@ -59,10 +59,11 @@ CERT_FILE, KEY_FILE, CA_FILE, PLAN_FILE = "cert.pem", "key.pem", "ca.pem", "plan
 CRL_FILE = "crl.pem"
 
 # The extendedKeyUsage that makes a client certificate a viewer's: the dashboard (its pages,
-# websockets, /metrics) and nothing else. An OID of our own under 2.25 (a UUID, ITU-T X.667), so no
-# CA puts it in a certificate by accident; `certs new|renew --viewer NAME` issues such certificates,
-# and any CA can: `extendedKeyUsage = clientAuth, 2.25.<this number>` (README).
-VIEWER_OID = "2.25.227338944651851402820622362543144083585"
+# websockets, /metrics) and nothing else. An OID of our own under 2.25 (ITU-T X.667), so no CA puts
+# it in a certificate by accident; `certs new|renew --viewer NAME` issues such certificates, and any
+# CA can: `extendedKeyUsage = clientAuth, 2.25.1765471409` (README). Not a whole 128-bit UUID: Go's
+# x509 (Prometheus) refuses a certificate with an OID arc over 2^31 ("invalid extended key usages").
+VIEWER_OID = "2.25.1765471409"
 
 
 def shell() -> str:
