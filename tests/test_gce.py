@@ -576,3 +576,28 @@ def test_legacy_path_is_marked_deprecated(capsys: pytest.CaptureFixture[str]) ->
         "create-with-container" in out.out and "--container-env-file certs/cluster.env" in out.out
     )
     assert "DEPRECATED" in out.err and "2026-07-31" in out.err
+
+
+def test_a_revocation_list_is_the_optional_fourth_secret(tmp_path: Path) -> None:
+    """With a crl.pem from `certs revoke` in --certs, the deployment carries it as a fourth secret:
+    made from the file, fetched at start and on `systemctl reload`, given to the container as
+    DASK_CLUSTER_CRL_FILE; without one, three secrets as before."""
+    import argparse
+
+    from entrypoint.tools.certs import new_cluster, revoke
+    from entrypoint.tools.cli import parser
+    from entrypoint.tools.gce import docker_run, fetch_script
+    from entrypoint.tools.gce_tool import gce_deployment
+
+    certs = tmp_path / "certs"
+    new_cluster(certs)
+    args: argparse.Namespace = parser().parse_args(
+        ["gce", "--project", "p1", "--image", "img:1", "--source-range", "198.51.100.0/24",
+         "--certs", str(certs)]
+    )  # fmt: skip
+    assert "crl" not in gce_deployment(args, many=False).secrets
+    revoke(certs, (), ())
+    deployment = gce_deployment(args, many=False)
+    assert deployment.secrets["crl"] == "dask-cluster-crl"
+    assert "fetch dask-cluster-crl crl" in fetch_script(deployment)
+    assert "DASK_CLUSTER_CRL_FILE=/run/secrets/dask-tls/crl" in docker_run(deployment)

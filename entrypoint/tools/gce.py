@@ -15,6 +15,7 @@ import yaml
 from entrypoint.contract import (
     CA_VAR,
     CERT_VAR,
+    CRL_VAR,
     DASHBOARD_PORT,
     KEY_VAR,
     ROLE_VAR,
@@ -27,7 +28,7 @@ from entrypoint.contract import (
 )
 
 # the Secret Manager secrets' parts, and the variable each one's file is given in
-PART_VARS = {"cert": CERT_VAR, "key": KEY_VAR, "ca": CA_VAR}
+PART_VARS = {"cert": CERT_VAR, "key": KEY_VAR, "ca": CA_VAR, "crl": CRL_VAR}
 SERVICE = "/etc/systemd/system/dask-tls.service"
 ROLES = ("all", "scheduler", "worker")
 UNIT = """\

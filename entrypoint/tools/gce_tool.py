@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from entrypoint.contract import CLUSTER_PEM, DASHBOARD_PORT, SCHEDULER_PORT, WORKERS_VAR
+from entrypoint.contract import CLUSTER_PEM, CRL_PEM, DASHBOARD_PORT, SCHEDULER_PORT, WORKERS_VAR
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
 
@@ -109,6 +109,8 @@ def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
     secrets = {"cert": f"{args.name}-cert", "key": f"{args.name}-key", "ca": f"{args.name}-ca"}
     if args.no_ca:
         del secrets["ca"]
+    if (Path(args.certs) / CRL_PEM).exists():  # `certs revoke` wrote one: the optional fourth
+        secrets["crl"] = f"{args.name}-crl"
     return gce.Deployment(
         project=args.project, image=args.image or "", source_ranges=tuple(args.source_ranges or ()),
         name=args.name, zone=args.zone, machine_type=args.machine_type,

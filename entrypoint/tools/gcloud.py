@@ -3,11 +3,16 @@ instance group of worker VMs, and the commands that resize and delete such a clu
 
 from __future__ import annotations
 
-from entrypoint.contract import CA_PEM, CLUSTER_KEY_PEM, CLUSTER_PEM
+from entrypoint.contract import CA_PEM, CLUSTER_KEY_PEM, CLUSTER_PEM, CRL_PEM
 from entrypoint.tools.gce import Deployment
 
 COS = ["--image-family", "cos-stable", "--image-project", "cos-cloud"]
-FILES = {"cert": CLUSTER_PEM, "key": CLUSTER_KEY_PEM, "ca": CA_PEM}  # what `certs new` wrote
+FILES = {
+    "cert": CLUSTER_PEM,
+    "key": CLUSTER_KEY_PEM,
+    "ca": CA_PEM,
+    "crl": CRL_PEM,
+}  # what `certs new` wrote
 Command = list[str]
 
 
