@@ -16,7 +16,7 @@ from entrypoint.cluster import Plan
 from entrypoint.contract import CA_FILE, CERT_FILE, KEY_FILE
 from entrypoint.errors import StartupError
 from entrypoint.private_files import private_dir
-from entrypoint.rotation import expiry_line
+from entrypoint.rotation import crl_line, expiry_line
 
 TIMEOUT = 5.0
 
@@ -66,6 +66,9 @@ def main() -> int:
         return 1
     problem = check(plan)
     soon, expiry = expiry_line(plan.expiry, datetime.now(UTC))
+    if plan.crl_next_update:
+        crl_soon, crl = crl_line(datetime.fromisoformat(plan.crl_next_update), datetime.now(UTC))
+        soon, expiry = soon or crl_soon, f"{expiry}; {crl}"
     state = (
         f"unhealthy: {problem}" if problem else f"healthy: role {plan.role}, {plan.workers} workers"
     )
