@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -34,12 +34,16 @@ from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT, UID
 from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
+from entrypoint.tools import gcloud_apply
 from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
+from entrypoint.tools.gcloud import SERVICES
+from tests import gcloud_stand_in
 from tests.containers import DOCKER, docker, remove_container, wait_for_log
 
 PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
 SCHEDULER_HOST = f"dask-cluster-scheduler.us-central1-a.c.{PROJECT}.internal"
+STAND_IN = Path(gcloud_stand_in.__file__)
 AS_ROOT = pytest.mark.skipif(
     os.geteuid() != 0, reason=f"the fetch script chowns to uid {UID}, as root on the VM"
 )
@@ -108,18 +112,45 @@ def iptables_calls(tmp_path: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@dataclass
+class StandInGcloud:
+    """tests/gcloud_stand_in.py first on PATH as `gcloud`: the calls it got, the project it
+    keeps (see its docstring)."""
+
+    log: Path
+    state_file: Path
+
+    def calls(self) -> list[list[str]]:
+        """Every call since the last `forget`, in order."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [json.loads(line) for line in lines]
+
+    def forget(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self.state_file.read_text())
+        return state
+
+    def set(self, **changes: Any) -> None:
+        self.state_file.write_text(json.dumps(self.state() | changes))
+
+
 @pytest.fixture
-def gcloud_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A stand-in gcloud first on PATH; it appends each call's argv to the file returned."""
-    log = tmp_path / "gcloud.jsonl"
+def gcloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandInGcloud:
+    """The stand-in gcloud, holding a fresh project named PROJECT."""
+    stand_in = StandInGcloud(tmp_path / "gcloud.jsonl", tmp_path / "gcloud-state.json")
+    stand_in.state_file.write_text(json.dumps(gcloud_stand_in.fresh_state(PROJECT)))
     fake = tmp_path / "bin" / "gcloud"
     fake.parent.mkdir()
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                    f"with open({str(log)!r}, 'a') as f:\n"
-                    "    f.write(json.dumps(['gcloud', *sys.argv[1:]]) + '\\n')\n")  # fmt: skip
+    fake.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(STAND_IN)!r}\n"
+                    f"runpy.run_path({str(STAND_IN)!r}, run_name='__main__')\n")  # fmt: skip
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
-    return log
+    monkeypatch.setenv("GCLOUD_STAND_IN_LOG", str(stand_in.log))
+    monkeypatch.setenv("GCLOUD_STAND_IN_STATE", str(stand_in.state_file))
+    monkeypatch.setattr(gcloud_apply, "sleep", lambda seconds: None)
+    return stand_in
 
 
 def rendered(deployment: Deployment, role: str = "all") -> dict[str, str]:
@@ -140,23 +171,35 @@ def pairs(command: list[str]) -> set[tuple[str, str]]:
     return set(itertools.pairwise(command))
 
 
-Drive = Callable[[list[str]], list[list[str]]]
+def is_read(command: list[str]) -> bool:
+    """A call --apply makes beyond the printed plan: the project's DNS setting, or a describe."""
+    return "describe" in command
+
+
+@dataclass
+class Driven:
+    printed: list[list[str]]
+    applied: list[list[str]]
+    err: str  # what --apply wrote to stderr
+
+
+Drive = Callable[[list[str]], Driven]
 
 
 @pytest.fixture
-def drive(gcloud_calls: Path, capsys: pytest.CaptureFixture[str]) -> Drive:
+def drive(gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]) -> Drive:
     """Runs `gce ARGS` without, then with --apply; asserts the stand-in gcloud got exactly the
-    printed commands, and returns them."""
+    printed commands (and, besides them, reads only), and returns both."""
 
-    def printed_and_applied(args: list[str]) -> list[list[str]]:
+    def printed_and_applied(args: list[str]) -> Driven:
         assert main(args) == 0
         printed = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
         assert main([*args, "--apply"]) == 0
-        capsys.readouterr()
-        applied = [json.loads(line) for line in gcloud_calls.read_text().splitlines()]
-        gcloud_calls.unlink()
-        assert applied == printed and printed
-        return printed
+        err = capsys.readouterr().err
+        applied = gcloud.calls()
+        gcloud.forget()
+        assert [call for call in applied if not is_read(call)] == printed and printed
+        return Driven(printed, applied, err)
 
     return printed_and_applied
 
@@ -433,14 +476,20 @@ def only(commands: list[list[str]], *words: str) -> list[str]:
     return found
 
 
-def test_gcloud_is_driven_as_printed(tmp_path: Path, drive: Drive) -> None:
-    """--apply runs exactly the printed commands (a stand-in gcloud records them): secrets from
-    files, never a PEM on a command line; a firewall rule for the tag and the given ranges only."""
+def test_gcloud_is_driven_as_printed(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One VM on a fresh project (the stand-in refuses every call to an API that is not on):
+    --apply runs exactly the printed commands, the APIs first; secrets from files, never a PEM on
+    a command line; a firewall rule for the tag and the given ranges only."""
+    monkeypatch.chdir(tmp_path)
+    new_cluster(tmp_path / "certs")
     user_data_file = tmp_path / "ud.yaml"
-    args = ["gce", "--project", "p1", "--image", "img:1", "--source-range", "198.51.100.0/24",
+    args = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24",
             "--out", str(user_data_file), "--certs", "certs"]  # fmt: skip
-    calls = drive(args)
-    assert len(calls) == 9
+    calls = drive(args).printed
+    assert len(calls) == 10
+    assert calls[0] == ["gcloud", "services", "enable", *SERVICES, "--project", PROJECT]
     firewall = only(calls, "compute", "firewall-rules", "create")
     assert {("--source-ranges", "198.51.100.0/24"), ("--target-tags", "dask-server")} <= pairs(
         firewall
@@ -453,6 +502,8 @@ def test_gcloud_is_driven_as_printed(tmp_path: Path, drive: Drive) -> None:
     assert files == [
         ("--data-file", f"certs/{f}") for f in ("cluster.pem", "cluster-key.pem", "ca.pem")
     ]
+    assert "subnets" not in {arg for c in calls for arg in c}  # the VM has an external IP
+    assert gcloud.state()["services"] == sorted(SERVICES)
 
 
 def cluster_args(tmp_path: Path, certs: Path, *more: str) -> list[str]:
@@ -460,15 +511,25 @@ def cluster_args(tmp_path: Path, certs: Path, *more: str) -> list[str]:
 
 
 def test_cluster_of_vms_is_driven_as_printed(
-    tmp_path: Path, drive: Drive, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--worker-vms 3: a scheduler VM and a group of 3 worker VMs on COS, no external IP; one
-    firewall rule opens TCP between the cluster's tagged VMs only, one 8786/8787 from the client
-    ranges to the scheduler only. --resize and --delete are driven as printed too, and the delete
-    removes each thing the create made."""
+    """--worker-vms 3 on a fresh project: the APIs, then (--apply only) a look at the project's
+    internal DNS, then Private Google Access on the VMs' subnet; a scheduler VM and a group of 3
+    worker VMs on COS, no external IP; one firewall rule opens TCP between the cluster's tagged
+    VMs only, one 8786/8787 from the client ranges to the scheduler only. --resize and --delete
+    are driven as printed too; the delete removes each thing the create made and leaves the APIs
+    and Private Google Access on."""
     certs = tmp_path / "certs"
     new_cluster(certs, names=(SCHEDULER_HOST,))
-    created = drive(cluster_args(tmp_path, certs, "--worker-vms", "3"))
+    driven = drive(cluster_args(tmp_path, certs, "--worker-vms", "3"))
+    created = driven.printed
+    assert driven.applied[:3] == [
+        ["gcloud", "services", "enable", *SERVICES, "--project", PROJECT],
+        ["gcloud", "compute", "project-info", "describe", "--project", PROJECT,
+         "--format", "value(vmDnsSetting)"],
+        ["gcloud", "compute", "networks", "subnets", "update", "default", "--project", PROJECT,
+         "--region", "us-central1", "--enable-private-ip-google-access"],
+    ]  # fmt: skip
     rules = {c[4]: pairs(c) for c in created if c[1:4] == ["compute", "firewall-rules", "create"]}
     assert set(rules) == {"dask-cluster-internal", "dask-cluster-clients"}
     assert {("--allow", "tcp"), ("--source-tags", "dask-cluster"),
@@ -491,17 +552,23 @@ def test_cluster_of_vms_is_driven_as_printed(
         assert ("--image-family", "cos-stable") in pairs(vm)
     assert {("--size", "3"), ("--template", template[4])} <= pairs(group)
     assert all("BEGIN" not in arg for c in created for arg in c)
+    assert gcloud.state()["subnets"]["us-central1/default"]["private_ip_google_access"]
 
     assert main(cluster_args(tmp_path, certs, "--worker-vms", "3", "--external-ip")) == 0
-    assert "--no-address" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--no-address" not in printed and "private-ip-google-access" not in printed
 
-    resize = drive(["gce", "--project", PROJECT, "--resize", "5"])
+    resize = drive(["gce", "--project", PROJECT, "--resize", "5"]).printed
     assert resize == [["gcloud", "compute", "instance-groups", "managed", "resize", group[5],
                        "--project", PROJECT, "--zone", "us-central1-a", "--size", "5"]]  # fmt: skip
-    deleted = drive(["gce", "--project", PROJECT, "--delete"])
+    deleted = drive(["gce", "--project", PROJECT, "--delete"]).printed
     assert things(deleted, "delete") == things(created, "create")
     kinds = [c[2] for c in deleted]  # a group's template can go only after the group
     assert kinds.index("instance-groups") < kinds.index("instance-templates")
+    left = gcloud.state()
+    assert left["things"] == {} and left["bindings"] == []
+    assert left["services"] == sorted(SERVICES)
+    assert left["subnets"]["us-central1/default"]["private_ip_google_access"]
 
 
 def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
@@ -517,7 +584,7 @@ def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
 
 @pytest.mark.parametrize("apply", [False, True])
 def test_cluster_certificate_must_name_the_scheduler(
-    tmp_path: Path, gcloud_calls: Path, capsys: pytest.CaptureFixture[str], apply: bool
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], apply: bool
 ) -> None:
     """A cluster.pem that does not name the scheduler's internal DNS name is refused in one line
     that gives the `certs new` to run; nothing is written, gcloud never runs."""
@@ -529,11 +596,11 @@ def test_cluster_certificate_must_name_the_scheduler(
     assert out.out == "" and len(out.err.strip().splitlines()) == 1
     assert f"does not name {SCHEDULER_HOST}" in out.err
     assert f"certs new --out {certs} --name {SCHEDULER_HOST}" in out.err
-    assert not gcloud_calls.exists() and list(tmp_path.glob("ud*")) == []
+    assert gcloud.calls() == [] and list(tmp_path.glob("ud*")) == []
 
 
 def test_cluster_without_certificates_says_which_to_make(
-    tmp_path: Path, gcloud_calls: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With no cluster.pem yet the commands are printed with the `certs new` that fits them;
     --apply refuses in one line, before gcloud runs."""
@@ -542,7 +609,7 @@ def test_cluster_without_certificates_says_which_to_make(
     assert f"certs new --out {tmp_path / 'none'} --name {SCHEDULER_HOST}" in capsys.readouterr().err
     assert main([*args, "--apply"]) == 78
     out = capsys.readouterr()
-    assert len(out.err.strip().splitlines()) == 1 and not gcloud_calls.exists()
+    assert len(out.err.strip().splitlines()) == 1 and gcloud.calls() == []
 
 
 @pytest.mark.parametrize(
@@ -551,24 +618,37 @@ def test_cluster_without_certificates_says_which_to_make(
         ["--name", "Dask_1"],
         ["--name", "dask"],
         ["--project", "My Project", "--worker-vms", "1"],
+        ["--project", "My_Project"],
+        ["--project", "my-project-"],
+        ["--project", "1project"],
+        ["--zone", "uscentral1a"],
+        ["--zone", "us-central1"],
+        ["--zone", "US-CENTRAL1-A"],
         ["--source-range", "everywhere"],
+        ["--nat"],
+        ["--nat", "--external-ip", "--worker-vms", "1"],
     ],
 )
 def test_options_gcloud_would_refuse_are_refused_first(
     args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A --name that cannot be a service account ID, a --project that is not a project ID (for a
-    cluster, whose DNS name holds it), a --source-range that is no range: one line naming the
-    option, exit 78."""
-    assert main([*CLUSTER, *args]) == 78
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith(f"dask-tls: {args[0]}:")
+    """A --name that cannot be a service account ID, a --project that is not a project ID, a
+    --zone that is not a zone's name (for one VM as for many, --resize and --delete), a
+    --source-range that is no range, --nat for VMs with external IPs: one line naming the option,
+    exit 78, nothing printed on stdout."""
+    for command in ([*CLUSTER, *args], ["gce", "--project", PROJECT, *args, "--delete"]):
+        if args[0] in ("--source-range", "--nat") and "--delete" in command:
+            continue  # not a deletion's options
+        assert main(command) == 78
+        out = capsys.readouterr()
+        assert out.out == "" and len(out.err.strip().splitlines()) == 1
+        assert out.err.startswith(f"dask-tls: {args[0]}:")
 
 
 def test_legacy_path_is_marked_deprecated(capsys: pytest.CaptureFixture[str]) -> None:
     """--legacy prints create-with-container with the base64 env file, and says it is dead."""
     assert (
-        main(["gce", "--legacy", "--project", "p", "--image", "i", "--source-range", "10.0.0.0/8"])
+        main(["gce", "--legacy", "--project", PROJECT, "--image", "i", "--source-range", "10.0.0.0/8"])
         == 0
     )
     out = capsys.readouterr()

@@ -119,6 +119,8 @@ class Deployment:
     worker_machine_type: str = ""  # empty: machine_type
     network: str = "default"
     external_ip: bool = False
+    nat: bool = False  # a Cloud NAT of the cluster's own instead of Private Google Access
+    dns: str = "zonal"  # the project's internal DNS: "zonal" or "global" (projects before 2018)
 
     @property
     def service_account(self) -> str:
@@ -133,9 +135,15 @@ class Deployment:
         return f"{self.name}-scheduler"
 
     @property
+    def region(self) -> str:
+        return self.zone.rsplit("-", 1)[0]
+
+    @property
     def scheduler_host(self) -> str:
-        """The scheduler VM's zonal internal DNS name, which the workers connect to."""
-        return f"{self.scheduler_vm}.{self.zone}.c.{self.project}.internal"
+        """The scheduler VM's internal DNS name, which the workers connect to: zonal
+        (VM.ZONE.c.PROJECT.internal) or, on a project still on global DNS, VM.c.PROJECT.internal."""
+        zone = f".{self.zone}" if self.dns == "zonal" else ""
+        return f"{self.scheduler_vm}{zone}.c.{self.project}.internal"
 
 
 def docker_run(d: Deployment, role: str = "all") -> list[str]:

@@ -7,20 +7,22 @@ import argparse
 import ipaddress
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from entrypoint.contract import CLUSTER_PEM, CRL_PEM, DASHBOARD_PORT, SCHEDULER_PORT, WORKERS_VAR
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
+from entrypoint.tools.gcloud_apply import Check, Step, apply, printed
 
 PORTS = f"{SCHEDULER_PORT}/{DASHBOARD_PORT}"
 
 # a project ID, and a name that must do as a service account's ID: 6 to 30 of a-z, 0-9 and -
 GCE_NAME = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")
+# a zone: its region (us-central1, europe-west4, northamerica-northeast2), a dash, a letter
+ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z][a-z0-9]*")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gce.add_argument("--source-range", action="append", dest="source_ranges",
                      help=f"who may reach {PORTS}, e.g. 203.0.113.7/32 (repeatable)")  # fmt: skip
     gce.add_argument("--name", default="dask-cluster", help="6 to 30 of a-z, 0-9 and -")
-    gce.add_argument("--zone", default="us-central1-a")
+    gce.add_argument("--zone", default="us-central1-a", help="(default: us-central1-a)")
     gce.add_argument("--machine-type", default="e2-standard-4")
     gce.add_argument("--tag", help="network tag (default: dask-server; for many VMs, --name)")
     gce.add_argument("--certs", default="certs", help="where `certs new` wrote (for the secrets)")
@@ -49,6 +51,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     many.add_argument("--worker-machine-type", help="(default: --machine-type)")
     many.add_argument("--network", default="default", help="the VPC network (default: default)")
     many.add_argument("--external-ip", action="store_true", help="give the VMs external IPs")
+    many.add_argument("--nat", action="store_true",
+                      help="a Cloud NAT of its own, not Private Google Access")  # fmt: skip
+    many.add_argument("--dns", choices=("zonal", "global"), default="zonal",
+                      help="the project's internal DNS names (default: zonal; README)")  # fmt: skip
     change = many.add_mutually_exclusive_group()
     change.add_argument("--resize", type=_count(0), metavar="N", help="resize the worker group")
     change.add_argument("--delete", action="store_true", help="delete all that --worker-vms made")
@@ -56,22 +62,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    commands, cleanup = gce_commands(args)
+    steps, cleanup = gce_commands(args)
     if not args.apply:
-        print("\n".join(shlex.join(command) for command in commands))
+        print("\n".join(shlex.join(command) for command in printed(steps)))
         return 0
-    return apply(commands, keep_going=args.delete, cleanup=cleanup)
+    return apply(steps, deleting=args.delete, undo=cleanup)
 
 
-def gce_commands(args: argparse.Namespace) -> tuple[list[gcloud.Command], str]:
-    """The commands to print or run, and the one that undoes them ("" when there is none).
+def gce_commands(args: argparse.Namespace) -> tuple[list[Step], str]:
+    """The steps to print or run, and the command that undoes them ("" when there is none).
     Raises ToolError before anything is written."""
     many = args.worker_vms is not None or args.resize is not None or args.delete
     deployment = gce_deployment(args, many)
     if args.resize is not None:
-        return gcloud.resize(deployment, args.resize), ""
+        return [*gcloud.resize(deployment, args.resize)], ""
     if args.delete:
-        return gcloud.delete(deployment), ""
+        return [*gcloud.delete(deployment), *gcloud.remove_nat(deployment)], ""
     for option, value in (("--image", args.image), ("--source-range", args.source_ranges)):
         if not value:
             raise refusal(option, "is needed to create VMs", "give it (see gce --help)")
@@ -95,17 +101,18 @@ def gce_commands(args: argparse.Namespace) -> tuple[list[gcloud.Command], str]:
     if not many:
         args.out.write_text(gce.user_data(deployment))
         print(f"wrote {args.out}: cloud-init for Container-Optimized OS", file=sys.stderr)
-        return gcloud.single_vm(deployment, str(args.out), args.certs), ""
+        single = gcloud.single_vm(deployment, str(args.out), args.certs)
+        return [gcloud.enable_services(deployment), *single], ""
     return cluster_commands(args, deployment)
 
 
 def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
-    if not GCE_NAME.fullmatch(args.name):
-        raise refusal("--name", f"{args.name[:40]!r} cannot name a service account",
-                          "use 6 to 30 of a-z, 0-9 and -, starting with a letter")  # fmt: skip
-    if many and not GCE_NAME.fullmatch(args.project):
-        raise refusal("--project", f"{args.project[:40]!r} is not a project ID",
-                          "give the ID (6 to 30 of a-z, 0-9 and -), not the name")  # fmt: skip
+    """The deployment the options describe; ToolError for an option gcloud would refuse (or
+    that would name things no VM has), before anything is printed or written."""
+    check_names(args)
+    if args.nat and (args.external_ip or not many):
+        raise refusal("--nat", "is for VMs without external IPs (a single VM has one)",
+                      "use it with --worker-vms, without --external-ip")  # fmt: skip
     secrets = {"cert": f"{args.name}-cert", "key": f"{args.name}-key", "ca": f"{args.name}-ca"}
     if args.no_ca:
         del secrets["ca"]
@@ -118,13 +125,28 @@ def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
         secrets=secrets, sizing={WORKERS_VAR: args.workers} if args.workers else {},
         secrets_dir=args.secrets_dir, container=args.container, ports=tuple(args.ports),
         worker_vms=args.worker_vms or 0, worker_machine_type=args.worker_machine_type or "",
-        network=args.network, external_ip=args.external_ip,
+        network=args.network, external_ip=args.external_ip, nat=args.nat, dns=args.dns,
     )  # fmt: skip
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """The service account ID, the project ID and the zone, as gcloud and the DNS names need
+    them; one ToolError line for the first that is not."""
+    if not GCE_NAME.fullmatch(args.name):
+        raise refusal("--name", f"{args.name[:40]!r} cannot name a service account",
+                          "use 6 to 30 of a-z, 0-9 and -, starting with a letter")  # fmt: skip
+    if not GCE_NAME.fullmatch(args.project):
+        raise refusal("--project", f"{args.project[:40]!r} is not a project ID",
+                      "give the ID (6 to 30 of a-z, 0-9 and -, starting with a letter), "
+                      "not the name")  # fmt: skip
+    if not ZONE.fullmatch(args.zone):
+        raise refusal("--zone", f"{args.zone[:40]!r} is not a zone",
+                      "give one like us-central1-a (gcloud compute zones list)")  # fmt: skip
 
 
 def cluster_commands(
     args: argparse.Namespace, deployment: gce.Deployment
-) -> tuple[list[gcloud.Command], str]:
+) -> tuple[list[Step], str]:
     """Checks the certificate names the scheduler's internal DNS name, writes both user-datas."""
     print(check_certificates(deployment, Path(args.certs), args.apply), file=sys.stderr)
     files = {role: args.out.with_name(f"{args.out.stem}-{role}{args.out.suffix}")
@@ -133,15 +155,50 @@ def cluster_commands(
         path.write_text(gce.user_data(deployment, role))
     print(f"wrote {files['scheduler']}, {files['worker']}: cloud-init for Container-Optimized OS",
           file=sys.stderr)  # fmt: skip
+    flags = [flag for flag, given in (("--no-ca", args.no_ca), ("--nat", args.nat)) if given]
     same = shlex.join(["gce", "--project", args.project, "--name", args.name, "--zone", args.zone,
-                       *(["--no-ca"] if args.no_ca else [])])  # fmt: skip
+                       *flags])  # fmt: skip
     print(f"resize: {same} --resize N\ndelete: {same} --delete", file=sys.stderr)
-    if not args.external_ip:
-        print(f"no external IPs: the VMs pull the image and read Secret Manager through Private "
-              f"Google Access or Cloud NAT on network {args.network}; clients connect from "
-              f"inside it (or use --external-ip)", file=sys.stderr)  # fmt: skip
+    print(reach_note(deployment), file=sys.stderr)
     commands = gcloud.cluster(deployment, str(files["scheduler"]), str(files["worker"]), args.certs)
-    return commands, f"{same} --delete --apply"
+    return [*fresh_project(deployment), *commands], f"{same} --delete --apply"
+
+
+def fresh_project(d: gce.Deployment) -> list[Step]:
+    """What the cluster's commands need first on a new project: the APIs, then (with --apply) a
+    look at the project's internal DNS names, then the VMs' way to Google's APIs."""
+    dns = Check(gcloud.dns_setting(d), lambda setting: dns_refusal(d, setting))
+    return [gcloud.enable_services(d), dns, *gcloud.google_access(d)]
+
+
+def dns_refusal(d: gce.Deployment, setting: str) -> str:
+    """Why the workers would not find the scheduler under its name on a project whose
+    vmDnsSetting is `setting` ("" when they would, or when the setting says nothing)."""
+    kind = {"GLOBAL": "global", "ZONAL": "zonal"}.get(setting.split("_")[0], d.dns)
+    if kind == d.dns:
+        return ""
+    host = replace(d, dns=kind).scheduler_host
+    return (f"--dns: project {d.project} gives its VMs {kind} internal DNS names ({setting}), so "
+            f"{d.scheduler_host} would not resolve; run again with --dns {kind} and a certificate "
+            f"for {host} (certs new --name {host})")  # fmt: skip
+
+
+def reach_note(d: gce.Deployment) -> str:
+    """A line on how the VMs reach the registry and Secret Manager, and clients the scheduler."""
+    if d.external_ip:
+        return "external IPs (--external-ip): the VMs reach Google's APIs and the registry directly"
+    way = (f"a Cloud NAT ({d.name}-nat, region {d.region})" if d.nat else
+           f"Private Google Access on subnet {d.network} ({d.region})")  # fmt: skip
+    warning = ""
+    if not d.nat and not gcloud.on_google_registry(d.image):
+        warning = (
+            f"; warning: {d.image} is not on a Google registry, which is all Private "
+            "Google Access reaches: give --nat (or use a NAT of the network's)"
+        )
+    return (
+        f"no external IPs: the VMs pull the image and read Secret Manager through {way}; "
+        f"clients connect from inside network {d.network} (or use --external-ip){warning}"
+    )
 
 
 def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool) -> str:
@@ -163,25 +220,6 @@ def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool)
         raise refusal("--certs", f"{path} does not name {host} (the workers' way to the "
                           "scheduler)", f"issue it again with: {make}")  # fmt: skip
     return f"{path} names {host}, the workers' way to the scheduler"
-
-
-def apply(commands: list[gcloud.Command], keep_going: bool, cleanup: str) -> int:
-    """Runs each command; stops at the first failure unless `keep_going` (deleting)."""
-    if not shutil.which("gcloud"):
-        print("gcloud is not installed here: run the commands without --apply and paste them")
-        return 1
-    failed = []
-    for command in commands:
-        print("+", shlex.join(command), flush=True)
-        if subprocess.run(command).returncode:
-            failed.append(command)
-            if not keep_going:
-                undo = f"; {cleanup} removes what was made" if cleanup else ""
-                print(f"gcloud failed at: {shlex.join(command)}{undo}", file=sys.stderr)
-                return 1
-    for command in failed:
-        print(f"gcloud failed at: {shlex.join(command)}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 def _count(least: int) -> Callable[[str], int]:

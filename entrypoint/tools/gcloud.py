@@ -1,7 +1,10 @@
 """The gcloud commands around the VMs `gce` renders: one VM, or a scheduler VM and a managed
-instance group of worker VMs, and the commands that resize and delete such a cluster."""
+instance group of worker VMs, and the commands that resize and delete such a cluster; before them,
+what a fresh project needs (the APIs; for VMs without external IPs, a way to Google's APIs)."""
 
 from __future__ import annotations
+
+import itertools
 
 from entrypoint.contract import CA_PEM, CLUSTER_KEY_PEM, CLUSTER_PEM, CRL_PEM
 from entrypoint.tools.gce import Deployment
@@ -14,6 +17,11 @@ FILES = {
     "crl": CRL_PEM,
 }  # what `certs new` wrote
 Command = list[str]
+# the APIs every plan uses; Artifact Registry's too when the image is in the project's own registry
+SERVICES = ("compute.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com")
+REGISTRY_SERVICE = "artifactregistry.googleapis.com"
+# the flags that say where a thing is, as its describe command takes them
+LOCATION_FLAGS = ("--project", "--zone", "--region", "--router")
 
 
 def single_vm(d: Deployment, user_data_file: str, certs: str) -> list[Command]:
@@ -93,6 +101,79 @@ def legacy_command(d: Deployment, env_file: str) -> Command:
     ]  # fmt: skip
 
 
+def enable_services(d: Deployment) -> Command:
+    """The APIs the plan uses: a new project has none of them on. Enabling an API that is on
+    changes nothing."""
+    registry = [REGISTRY_SERVICE] if _in_own_registry(d) else []
+    return ["gcloud", "services", "enable", *SERVICES, *registry, *_project(d)]
+
+
+def google_access(d: Deployment) -> list[Command]:
+    """How VMs without external IPs reach Secret Manager and the registry: Private Google Access
+    on their subnet (turning it on when on changes nothing), or, with --nat, a Cloud Router and NAT
+    of the cluster's own for that subnet. An auto-mode network, such as `default`, names its subnet
+    in each region after itself."""
+    if d.external_ip:
+        return []
+    if not d.nat:
+        return [["gcloud", "compute", "networks", "subnets", "update", d.network, *_project(d),
+                 "--region", d.region, "--enable-private-ip-google-access"]]  # fmt: skip
+    return [
+        ["gcloud", "compute", "routers", "create", _router(d), *_project(d),
+         "--network", d.network, "--region", d.region],
+        ["gcloud", "compute", "routers", "nats", "create", _nat(d), *_project(d),
+         "--router", _router(d), "--region", d.region, "--auto-allocate-nat-external-ips",
+         "--nat-custom-subnet-ip-ranges", d.network],
+    ]  # fmt: skip
+
+
+def remove_nat(d: Deployment) -> list[Command]:
+    """The router --nat made, and with it its NAT (a NAT is part of its router)."""
+    if not d.nat:
+        return []
+    return [["gcloud", "compute", "routers", "delete", _router(d), *_project(d), "--quiet",
+             "--region", d.region]]  # fmt: skip
+
+
+def dns_setting(d: Deployment) -> Command:
+    """The read that says which internal DNS names the project's VMs get: ZONAL_ONLY or
+    ZONAL_DEFAULT (VM.ZONE.c.PROJECT.internal), GLOBAL_DEFAULT (VM.c.PROJECT.internal)."""
+    return ["gcloud", "compute", "project-info", "describe", *_project(d),
+            "--format", "value(vmDnsSetting)"]  # fmt: skip
+
+
+def describe_for(command: Command) -> Command | None:
+    """The read that finds what `command` creates (it succeeds only if the thing is there); None
+    when `command` creates nothing."""
+    if "create" not in command:
+        return None
+    at = command.index("create")
+    name = command[at + 1]
+    where = [arg for flag, value in itertools.pairwise(command)
+             if flag in LOCATION_FLAGS for arg in (flag, value)]  # fmt: skip
+    if command[1:at] == ["iam", "service-accounts"]:  # described by its email
+        name = f"{name}@{where[where.index('--project') + 1]}.iam.gserviceaccount.com"
+    return [*command[:at], "describe", name, *where]
+
+
+def on_google_registry(image: str) -> bool:
+    """Whether `image` is in Artifact Registry or Container Registry, which Private Google Access
+    reaches (any other registry needs a NAT or an external IP)."""
+    host = _registry_host(image)
+    return host == "gcr.io" or host.endswith((".gcr.io", "-docker.pkg.dev"))
+
+
+def _in_own_registry(d: Deployment) -> bool:
+    parts = d.image.split("/")
+    return on_google_registry(d.image) and len(parts) > 2 and parts[1] == d.project
+
+
+def _registry_host(image: str) -> str:
+    """The registry part of an image reference ("" for Docker Hub's short names)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else ""
+
+
 def _secrets(d: Deployment, certs: str) -> list[Command]:
     """A service account, the secrets made from the files (never a PEM on a command line) and
     the account's right to read them."""
@@ -127,3 +208,11 @@ def _template(d: Deployment) -> str:
 
 def _group(d: Deployment) -> str:
     return f"{d.name}-workers"
+
+
+def _router(d: Deployment) -> str:
+    return f"{d.name}-router"
+
+
+def _nat(d: Deployment) -> str:
+    return f"{d.name}-nat"
