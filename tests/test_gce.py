@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives import serialization
 from distributed import Client
 
 from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT, UID
+from entrypoint.tools import gcloud_apply
 from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
-from entrypoint.tools import gcloud_apply
 from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
 from entrypoint.tools.gcloud import SERVICES
 from tests import gcloud_stand_in
@@ -582,6 +582,242 @@ def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
     return found
 
 
+def apply_cluster(tmp_path: Path, *more: str) -> int:
+    """`gce --worker-vms 2 --apply` with certificates that name the scheduler (made once)."""
+    certs = tmp_path / "certs"
+    if not certs.exists():
+        new_cluster(certs, names=(SCHEDULER_HOST,))
+    return main(cluster_args(tmp_path, certs, "--worker-vms", "2", *more, "--apply"))
+
+
+DELETE = f"gce --project {PROJECT} --name dask-cluster --zone us-central1-a --delete --apply"
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [
+        (f"us-docker.pkg.dev/{PROJECT}/dask/dask-tls:1", True),
+        (f"gcr.io/{PROJECT}/dask-tls:1", True),
+        ("europe-docker.pkg.dev/another-project/dask/dask-tls:1", False),
+        ("dask-tls:1", False),
+    ],
+)
+def test_a_fresh_project_gets_the_apis_it_uses_and_nothing_more(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud, image: str, registry: bool
+) -> None:
+    """The plan's first step enables Compute Engine, Secret Manager and IAM, and Artifact
+    Registry only for an image in the project's own registry; after --apply on a fresh project
+    exactly those are on."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    printed = drive(cluster_args(tmp_path, certs, "--worker-vms", "2", "--image", image)).printed
+    services = [*SERVICES, *(["artifactregistry.googleapis.com"] if registry else [])]
+    assert printed[0] == ["gcloud", "services", "enable", *services, "--project", PROJECT]
+    assert gcloud.state()["services"] == sorted(services)
+
+
+def test_nat_instead_of_private_google_access_and_delete_removes_it(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud
+) -> None:
+    """--nat: a Cloud Router and a NAT of the cluster's own for its subnet, right after the APIs,
+    and Private Google Access left as it was; `--delete --nat` removes the router, and with it
+    its NAT, last."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    created = drive(cluster_args(tmp_path, certs, "--worker-vms", "2", "--nat")).printed
+    assert created[1:3] == [
+        ["gcloud", "compute", "routers", "create", "dask-cluster-router", "--project", PROJECT,
+         "--network", "default", "--region", "us-central1"],
+        ["gcloud", "compute", "routers", "nats", "create", "dask-cluster-nat", "--project", PROJECT,
+         "--router", "dask-cluster-router", "--region", "us-central1",
+         "--auto-allocate-nat-external-ips", "--nat-custom-subnet-ip-ranges", "default"],
+    ]  # fmt: skip
+    state = gcloud.state()
+    assert "compute routers nats/dask-cluster-router/dask-cluster-nat" in state["things"]
+    assert not state["subnets"]["us-central1/default"]["private_ip_google_access"]
+    deleted = drive(["gce", "--project", PROJECT, "--nat", "--delete"]).printed
+    assert deleted[-1] == ["gcloud", "compute", "routers", "delete", "dask-cluster-router",
+                           "--project", PROJECT, "--quiet", "--region", "us-central1"]  # fmt: skip
+    assert gcloud.state()["things"] == {}
+
+
+def test_delete_never_turns_off_what_the_project_had_on(
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a project whose APIs and Private Google Access were on before, create and delete leave
+    them on: no printed or applied step of --delete disables an API or Private Google Access (it
+    removes things by the names the plan gave them, and nothing else)."""
+    on = {"private_ip_google_access": True}
+    gcloud.set(services=sorted(SERVICES), subnets={"us-central1/default": on})
+    assert apply_cluster(tmp_path) == 0
+    assert main(["gce", "--project", PROJECT, "--delete"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["gce", "--project", PROJECT, "--delete", "--apply"]) == 0
+    state = gcloud.state()
+    assert state["services"] == sorted(SERVICES) and state["subnets"]["us-central1/default"] == on
+    assert state["things"] == {}
+    for words in (printed.split(), [arg for call in gcloud.calls() for arg in call]):
+        assert "disable" not in words and "--no-enable-private-ip-google-access" not in words
+
+
+@pytest.mark.parametrize("nat", [False, True])
+def test_a_second_apply_changes_nothing_and_fails_nowhere(
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], nat: bool
+) -> None:
+    """A second --apply against the stand-in holding the first run's project: every create finds
+    its thing there (its describe says so, whatever gcloud's error was; a NAT's is not "already
+    exists") and keeps it as it is, one line each; the APIs, Private Google Access and the
+    bindings are set again to what they are; nothing is deleted; exit 0, the project unchanged."""
+    more = ["--nat"] if nat else []
+    assert apply_cluster(tmp_path, *more) == 0
+    first = gcloud.state()
+    creates = [c for c in gcloud.calls() if "create" in c]
+    gcloud.forget()
+    capsys.readouterr()
+    assert apply_cluster(tmp_path, *more) == 0
+    assert gcloud.state() == first
+    calls = gcloud.calls()
+    assert [c for c in calls if "create" in c] == creates
+    assert not [c for c in calls if "delete" in c]
+    kept = [line for line in capsys.readouterr().err.splitlines() if line.startswith("already")]
+    assert len(kept) == len(creates) and "ERROR" not in "".join(kept)
+    assert "already there, kept as it is: secrets create dask-cluster-cert" in kept
+
+
+def retry_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("IAM does not know")]
+
+
+def test_binding_for_a_new_account_is_retried_while_iam_propagates(
+    tmp_path: Path, gcloud: StandInGcloud, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The stand-in answers "does not exist" twice to the first binding, as IAM does for an
+    account created a moment before: --apply waits 2 s, then 4 s, one line each, and the third
+    try succeeds; the run goes on to the end."""
+    waits: list[float] = []
+    monkeypatch.setattr(gcloud_apply, "sleep", waits.append)
+    gcloud.set(unpropagated=2)
+    assert apply_cluster(tmp_path) == 0
+    assert retry_lines(capsys.readouterr().err) == [
+        "IAM does not know the new service account yet: try 2 of 7 in 2 s",
+        "IAM does not know the new service account yet: try 3 of 7 in 4 s",
+    ]
+    assert waits == [2, 4]
+    calls = gcloud.calls()
+    first_binding = only(calls[:6], "secrets", "add-iam-policy-binding")
+    assert calls.count(first_binding) == 3
+    assert len(gcloud.state()["bindings"]) == 3
+    assert calls[-1][1:5] == ["compute", "instance-groups", "managed", "create"]
+
+
+def test_binding_retries_are_bounded_and_stop_with_the_delete(
+    tmp_path: Path, gcloud: StandInGcloud, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """An account IAM never comes to know: after 7 tries (91 s of waiting on a real project)
+    --apply stops at the binding and names the --delete that removes what was made."""
+    waits: list[float] = []
+    monkeypatch.setattr(gcloud_apply, "sleep", waits.append)
+    gcloud.set(unpropagated=100)
+    assert apply_cluster(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert waits == list(gcloud_apply.IAM_RETRY_DELAYS) and sum(waits) == 90
+    assert len(retry_lines(err)) == 6
+    binding = gcloud.calls()[-1]
+    assert binding[1:3] == ["secrets", "add-iam-policy-binding"]
+    assert (
+        err.splitlines()[-1]
+        == f"gcloud failed at: {shlex.join(binding)}; {DELETE} removes what was made"
+    )
+
+
+def test_any_other_failure_stops_and_names_the_delete(
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A create that fails with its thing not there (a quota, here) stops --apply at once with
+    gcloud's error and the --delete that removes what was made; nothing after it runs."""
+    quota = "QUOTA_EXCEEDED: Quota 'CPUS' exceeded. Limit: 8.0 in region us-central1."
+    gcloud.set(refuse={"compute instances create": quota})
+    assert apply_cluster(tmp_path) == 1
+    err = capsys.readouterr().err
+    calls = gcloud.calls()
+    assert calls[-2][1:4] == ["compute", "instances", "create"]
+    assert calls[-1][1:4] == ["compute", "instances", "describe"]  # is it there? no
+    assert quota in err
+    last = f"gcloud failed at: {shlex.join(calls[-2])}; {DELETE} removes what was made"
+    assert err.splitlines()[-1] == last
+
+
+def test_dns_global_names_the_scheduler_without_its_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dns global (projects still on global internal DNS): the workers connect to
+    NAME-scheduler.c.PROJECT.internal, and the cluster certificate must name that."""
+    host = f"dask-cluster-scheduler.c.{PROJECT}.internal"
+    cluster = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2, dns="global")
+    assert cluster.scheduler_host == host
+    [run] = unit_commands(cluster, "worker", "ExecStart")
+    assert f"DASK_SCHEDULER_ADDRESS=tls://{host}:{SCHEDULER_PORT}" in run
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    assert main(cluster_args(tmp_path, certs, "--worker-vms", "2", "--dns", "global")) == 78
+    assert f"does not name {host}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "dns", "refused"),
+    [
+        ("GLOBAL_DEFAULT", "zonal", True),
+        ("ZONAL_ONLY", "global", True),
+        ("ZONAL_DEFAULT", "zonal", False),
+        ("GLOBAL_DEFAULT", "global", False),
+        ("", "zonal", False),
+    ],
+)
+def test_apply_reads_the_projects_dns_before_making_anything(
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str],
+    setting: str, dns: str, refused: bool,
+) -> None:  # fmt: skip
+    """Once the APIs are on, --apply reads the project's internal DNS type: if its VMs get the
+    other kind of name (the workers would never find the scheduler), one line gives the --dns
+    to use and the certificate to make, exit 78, nothing made; otherwise (or if the project says
+    nothing) the run goes on."""
+    host = Deployment(project=PROJECT, image="", source_ranges=(), dns=dns)
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(host.scheduler_host,))
+    gcloud.set(dns=setting)
+    code = main(cluster_args(tmp_path, certs, "--worker-vms", "2", "--dns", dns, "--apply"))
+    err = capsys.readouterr().err
+    if refused:
+        other = "global" if dns == "zonal" else "zonal"
+        assert code == 78 and err.splitlines()[-1].startswith("dask-tls: --dns: project ")
+        assert f"run again with --dns {other}" in err
+        assert [c[1:3] for c in gcloud.calls()] == [
+            ["services", "enable"],
+            ["compute", "project-info"],
+        ]
+        assert gcloud.state()["things"] == {}
+    else:
+        assert code == 0 and gcloud.state()["things"]
+
+
+@pytest.mark.parametrize(
+    ("image", "nat", "warned"),
+    [("ghcr.io/me/dask-tls:1", False, True), ("ghcr.io/me/dask-tls:1", True, False),
+     ("europe-docker.pkg.dev/p-123456/dask/dask-tls:1", False, False)],
+)  # fmt: skip
+def test_an_image_private_google_access_cannot_reach_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], image: str, nat: bool, warned: bool
+) -> None:
+    """Private Google Access reaches Google's registries only: an image elsewhere, with no NAT
+    and no external IP, gets a warning that names --nat."""
+    args = cluster_args(tmp_path, tmp_path / "certs", "--worker-vms", "2", "--image", image)
+    assert main([*args, *(["--nat"] if nat else [])]) == 0
+    warning = f"warning: {image} is not on a Google registry"
+    assert (warning in capsys.readouterr().err) == warned
+
+
 @pytest.mark.parametrize("apply", [False, True])
 def test_cluster_certificate_must_name_the_scheduler(
     tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], apply: bool
@@ -648,7 +884,18 @@ def test_options_gcloud_would_refuse_are_refused_first(
 def test_legacy_path_is_marked_deprecated(capsys: pytest.CaptureFixture[str]) -> None:
     """--legacy prints create-with-container with the base64 env file, and says it is dead."""
     assert (
-        main(["gce", "--legacy", "--project", PROJECT, "--image", "i", "--source-range", "10.0.0.0/8"])
+        main(
+            [
+                "gce",
+                "--legacy",
+                "--project",
+                PROJECT,
+                "--image",
+                "i",
+                "--source-range",
+                "10.0.0.0/8",
+            ]
+        )
         == 0
     )
     out = capsys.readouterr()
