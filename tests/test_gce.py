@@ -10,6 +10,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -44,6 +45,7 @@ PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
 SCHEDULER_HOST = f"dask-cluster-scheduler.us-central1-a.c.{PROJECT}.internal"
 STAND_IN = Path(gcloud_stand_in.__file__)
+README = Path(__file__).parents[1] / "README.md"
 AS_ROOT = pytest.mark.skipif(
     os.geteuid() != 0, reason=f"the fetch script chowns to uid {UID}, as root on the VM"
 )
@@ -919,7 +921,7 @@ def test_a_revocation_list_is_the_optional_fourth_secret(tmp_path: Path) -> None
     certs = tmp_path / "certs"
     new_cluster(certs)
     args: argparse.Namespace = parser().parse_args(
-        ["gce", "--project", "p1", "--image", "img:1", "--source-range", "198.51.100.0/24",
+        ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24",
          "--certs", str(certs)]
     )  # fmt: skip
     assert "crl" not in gce_deployment(args, many=False).secrets
@@ -928,3 +930,47 @@ def test_a_revocation_list_is_the_optional_fourth_secret(tmp_path: Path) -> None
     assert deployment.secrets["crl"] == "dask-cluster-crl"
     assert "fetch dask-cluster-crl crl" in fetch_script(deployment)
     assert "DASK_CLUSTER_CRL_FILE=/run/secrets/dask-tls/crl" in docker_run(deployment)
+
+
+def readme_blocks(title: str) -> list[list[str]]:
+    """The lines of each fenced block in the README's section `title`, in order."""
+    text = README.read_text()
+    section = text[text.index(f"\n## {title}\n") :].split("\n## ")[1]
+    return [block.splitlines() for block in re.findall(r"```\w*\n(.*?)```", section, re.DOTALL)]
+
+
+def readme_gce_runs(block: list[str]) -> list[tuple[list[str], list[str]]]:
+    """Each `docker run ... IMAGE gce ...` command of a README block (continued lines joined), as
+    the tool's arguments, with the `# ` lines that follow it."""
+    runs: list[tuple[list[str], list[str]]] = []
+    for line in "\n".join(block).replace("\\\n", " ").splitlines():
+        if line.startswith("# ") and runs:
+            runs[-1][1].append(line.removeprefix("# "))
+        elif " gce " in line:
+            words = shlex.split(line)
+            runs.append((words[words.index("gce") :], []))
+    return runs
+
+
+def test_readme_gce_sections_show_what_gce_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's GCE sections show, line for line and in the order printed, what their own
+    commands print: one VM; a 3-worker cluster (the APIs and Private Google Access first); the
+    lines --nat puts in Private Google Access's place; the resize and the delete."""
+    monkeypatch.chdir(tmp_path)
+
+    def printed(args: list[str]) -> list[str]:
+        assert main(args) == 0
+        return capsys.readouterr().out.splitlines()
+
+    one = readme_blocks("Google Compute Engine")
+    [(args, _)] = readme_gce_runs(one[0])
+    assert printed(args) == one[1]
+    many = readme_blocks("Many VMs")
+    [(args, _)] = readme_gce_runs(many[0])
+    assert printed(args) == many[1]
+    assert printed([*args, "--nat"])[1:3] == many[2]
+    [changes] = [runs for block in many if len(runs := readme_gce_runs(block)) == 2]
+    for args, shown in changes:
+        assert printed(args) == shown and shown
