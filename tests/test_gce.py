@@ -683,7 +683,7 @@ def test_a_second_apply_changes_nothing_and_fails_nowhere(
     assert not [c for c in calls if "delete" in c]
     kept = [line for line in capsys.readouterr().err.splitlines() if line.startswith("already")]
     assert len(kept) == len(creates) and "ERROR" not in "".join(kept)
-    assert "already there, kept as it is: secrets create dask-cluster-cert" in kept
+    assert "already there, kept as it is: secrets dask-cluster-cert" in kept
 
 
 def retry_lines(err: str) -> list[str]:

@@ -66,7 +66,7 @@ def apply(steps: Sequence[Step], deleting: bool, undo: str) -> int:
 
 def _run(command: Command) -> bool:
     """True when `command` did its work, or found it done; gcloud's messages go to stderr (its
-    error is left out when what the command creates turns out to be there)."""
+    error too when the thing turns out to be there: what went wrong stays visible)."""
     print("+", shlex.join(command), flush=True)
     result = _gcloud(command)
     for attempt, delay in enumerate(IAM_RETRY_DELAYS, 2):
@@ -76,11 +76,12 @@ def _run(command: Command) -> bool:
               f"{len(IAM_RETRY_DELAYS) + 1} in {delay} s", file=sys.stderr, flush=True)  # fmt: skip
         sleep(delay)
         result = _gcloud(command)
+    sys.stderr.write(result.stderr)
     if result.returncode and _already_there(command):
         at = command.index("create")
-        print(f"already there, kept as it is: {' '.join(command[1 : at + 2])}", file=sys.stderr)
+        thing = " ".join([*command[1:at], command[at + 1]])
+        print(f"already there, kept as it is: {thing}", file=sys.stderr)
         return True
-    sys.stderr.write(result.stderr)
     return result.returncode == 0
 
 
