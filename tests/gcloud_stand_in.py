@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
 class Call:
-    def __init__(self, kind: str, verb: str, names: list[str], flags: dict[str, str]) -> None:
-        self.kind, self.verb, self.names, self.flags = kind, verb, names, flags
+    """One gcloud call: `gcloud KIND... VERB NAMES... --FLAG VALUE...`."""
+
+    kind: str
+    verb: str
+    names: list[str]
+    flags: dict[str, str]
 
     def key(self, name: str) -> str:
         """Where a thing is kept: kind, location (zone, router or region) and name."""
