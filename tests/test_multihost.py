@@ -149,9 +149,7 @@ def test_intruder_is_refused_by_scheduler_and_every_worker(
 def test_workers_come_back_when_the_scheduler_restarts(deployment: Deployment) -> None:
     """Restart the scheduler container: the worker containers reconnect on their own."""
     docker("restart", deployment.container("scheduler"), timeout=60)
-    wait_for_log(
-        deployment.container("worker", 1), "starting them again once the scheduler answers"
-    )
+    wait_for_log(deployment.container("worker", 1), "once the scheduler answers")
     with deployment.client() as client:
         client.wait_for_workers(2, timeout=120)
         assert client.submit(lambda: 42).result(timeout=30) == 42
