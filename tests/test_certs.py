@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -299,3 +300,34 @@ def test_renew_refuses_an_expired_ca_in_one_line(
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
     assert err.startswith(f"dask-tls: {folder}/ca.pem: the CA expired on")
+
+
+def git(repository: Path, *args: str) -> str:
+    """git in `repository`, with no user or system configuration of this machine."""
+    result = subprocess.run(
+        ["git", *args], cwd=repository, capture_output=True, text=True, timeout=30, check=True,
+        env={"PATH": os.environ["PATH"], "GIT_CONFIG_GLOBAL": os.devnull,
+             "GIT_CONFIG_NOSYSTEM": "1"},
+    )  # fmt: skip
+    return result.stdout
+
+
+@pytest.mark.system
+def test_git_add_takes_only_the_certificates(tmp_path: Path) -> None:
+    """In a real git repository, `git add -A` after `certs new`, and after `certs renew` in a
+    folder that had lost its .gitignore, stages the certificates and the .gitignore only: no key,
+    no .p12, no cluster.env, nothing under secrets/."""
+    git(tmp_path, "init", "--quiet")
+    folder = tmp_path / "certs"
+    assert main(["certs", "new", "--out", str(folder), "--client", "alice"]) == 0
+    (folder / ".gitignore").unlink(missing_ok=True)
+    assert main(["certs", "renew", "--certs", str(folder), "--client", "bob"]) == 0
+    git(tmp_path, "add", "-A")
+    staged = sorted(git(tmp_path, "ls-files").split())
+    public = [".gitignore", "alice.pem", "bob.pem", "ca.pem", "cluster.pem"]
+    assert staged == [f"certs/{name}" for name in public]
+    assert all(b"PRIVATE KEY" not in (tmp_path / name).read_bytes() for name in staged)
+    every = {str(path.relative_to(tmp_path)) for path in folder.rglob("*") if path.is_file()}
+    ignored = set(git(tmp_path, "ls-files", "--others", "--ignored", "--exclude-standard").split())
+    assert ignored == every - set(staged)
+    assert {"certs/cluster.env", "certs/secrets/key.pem", "certs/ca-key.pem"} <= ignored

@@ -50,6 +50,18 @@ DEFAULT_NAMES = ("localhost", "127.0.0.1")
 VIEWER = x509.ObjectIdentifier(VIEWER_OID)
 # a list's lastUpdate is this far back: a cluster whose clock is behind ours still takes it at once
 CLOCK_SKEW = timedelta(minutes=5)
+GITIGNORE = ".gitignore"
+# Written into every folder `certs new|renew` fills: git takes only the certificates (public)
+# from it, however the folder is added. An allow-list, so that any private file the tools write
+# (keys, .p12 bundles, cluster.env, secrets/, the .NAME.new of a write) stays out, now and later.
+GITIGNORE_TEXT = b"""\
+# written by `certs new`: only certificates (public) may be committed from this folder; keys,
+# .p12 bundles, cluster.env (the key in base64) and secrets/ never
+*
+!.gitignore
+!*.pem
+*-key.pem
+"""
 NEW_CA = "`certs new --out ANOTHER` makes a new CA (then every certificate changes)"
 
 
@@ -191,7 +203,8 @@ def new_cluster(
     client and per viewer, and the forms users paste: a base64 env file and the files for a
     mounted secret."""
     ca = issue(f"dask-tls CA {directory.resolve().name}", ca=True, key=new_key(kind), days=days)
-    return _issue_from(ca, _ca_files(ca), directory, names, (clients, viewers), kind, days)
+    files = {GITIGNORE: (GITIGNORE_TEXT, 0o644), **_ca_files(ca)}
+    return _issue_from(ca, files, directory, names, (clients, viewers), kind, days)
 
 
 def renew_cluster(
@@ -215,7 +228,9 @@ def renew_cluster(
         raise ToolError(f"{directory / CA_PEM}: the CA expired on {expired}; {NEW_CA}")
     kind = _kind_of(current or ca.cert)
     people = (clients, viewers)
-    return _issue_from(ca, {}, directory, names, people, kind, min(days, ca_days_left))
+    # a folder from before the tools wrote one; one the user keeps is left as it is
+    files = {} if (directory / GITIGNORE).exists() else {GITIGNORE: (GITIGNORE_TEXT, 0o644)}
+    return _issue_from(ca, files, directory, names, people, kind, min(days, ca_days_left))
 
 
 def _issue_from(
