@@ -36,7 +36,7 @@ export POETRY_VIRTUALENVS_IN_PROJECT := true
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv tools build client certs run stop test unit lint bench clean
+.PHONY: help venv tools build client certs run stop test system-tools unit lint bench clean
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
@@ -93,11 +93,16 @@ lint: venv tools
 	$(VENV)/mypy
 	$(TOOLS)/hadolint Dockerfile
 
-test: lint build
+# first the system tools the suite needs (installed as root on Debian, else named in one line)
+test: system-tools lint build
 	IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(VENV)/pytest
 
+system-tools:
+	DOCKER=$(DOCKER) docker/system-tools.sh
+
+# Python and make only: no Docker, no system tool
 unit: lint
-	$(VENV)/pytest -m "not container"
+	$(VENV)/pytest -m "not container and not system"
 
 # this image against a rebuild of the seed's setup on the same base: bench/results/ (about 15 min)
 bench: venv

@@ -206,11 +206,12 @@ def drive(gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]) -> Drive:
     return printed_and_applied
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("role", ROLES)
 def test_user_data_is_valid_cloud_config(tmp_path: Path, role: str) -> None:
     """`cloud-init schema` (Debian's cloud-init) accepts the rendered user-data of each role."""
     if not shutil.which("cloud-init"):
-        pytest.fail("cloud-init is missing: apt-get install cloud-init (see .ci/run)")
+        pytest.fail("cloud-init is missing: `make test` installs it (docker/system-tools.sh)")
     path = tmp_path / "user-data.yaml"
     deployment = Deployment(project="p", image="img", source_ranges=("10.0.0.0/8",), worker_vms=2)
     path.write_text(user_data(deployment, role))

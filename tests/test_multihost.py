@@ -86,7 +86,7 @@ class Deployment:
 def deployment(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Workers first (they must wait), then the scheduler."""
     if not shutil.which("docker-compose"):
-        pytest.fail("docker-compose is missing: apt-get install docker-compose (see .ci/run)")
+        pytest.fail("docker-compose is missing: `make test` installs it (docker/system-tools.sh)")
     certs = tmp_path_factory.mktemp("certs")
     new_cluster(certs, names=("scheduler", "localhost"))
     env = {

@@ -58,7 +58,7 @@ COLUMN_ON_PAGE = """(name) => {
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What `certs new` writes for a cluster reached as HOST, with a client named browser."""
     if not CHROMIUM.exists() or not shutil.which("pk12util"):
-        pytest.fail("chromium is missing: apt-get install chromium libnss3-tools (see .ci/run)")
+        pytest.fail("chromium is missing: `make test` installs it (docker/system-tools.sh)")
     directory = tmp_path_factory.mktemp("browser-certs")
     subprocess.run(
         [sys.executable, "-m", "entrypoint", "certs", "new", "--out", str(directory),
