@@ -1,19 +1,22 @@
 # A TLS-only Dask cluster (scheduler + N workers) in one container; see README.md.
 # BASE_IMAGE: any Debian-based image with python3 3.11 and venv. `make build` passes a locally built
-# Debian image when no registry is reachable; a plain `docker build .` uses the public slim image.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# Debian image when no registry is reachable; a plain `docker build .` uses the public slim image,
+# pinned by the digest of its multi-platform index (the tag only says which; README, "Building",
+# says how to move it to a newer one).
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 FROM ${BASE_IMAGE} AS build
-ARG POETRY_VERSION=2.5.1
-ARG POETRY_EXPORT_VERSION=1.10.1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# poetry and its plugins, every file hash-checked: the list `make` installs too (tools/poetry/)
+COPY tools/poetry/requirements.txt /src/poetry-requirements.txt
 # The optional secret `pip-ca` is an extra CA bundle for pip behind a TLS-inspecting proxy; as a secret
 # mount it never lands in a layer or in `docker history`.
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     set -eux; \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
     python3 -m venv /opt/poetry; \
-    /opt/poetry/bin/pip install "poetry==${POETRY_VERSION}" "poetry-plugin-export==${POETRY_EXPORT_VERSION}"
+    /opt/poetry/bin/pip install --no-deps --require-hashes --only-binary=:all: \
+      -r /src/poetry-requirements.txt
 # Dependency groups of poetry.lock beside main: `complete` (dataframes: pandas, pyarrow, lz4) and
 # `cluster` (your own packages). The slim image: DEPENDENCY_GROUPS=cluster (`make build GROUPS=cluster`).
 ARG DEPENDENCY_GROUPS=complete,cluster

@@ -22,11 +22,11 @@ PYTHON ?= python3
 CLIENT_VENV ?= .client
 CERTS ?= certs
 CLIENT ?= client
-# The project's own poetry and plugins, pinned, installed into tools/.poetry on first use: make test
-# needs no poetry on PATH (make run needs no Python at all).
+# The project's own poetry and plugins, installed into tools/.poetry on first use from a locked list
+# with every file's hash (tools/poetry/): make test needs no poetry on PATH (make run no Python).
 POETRY_HOME := tools/.poetry
 POETRY := $(POETRY_HOME)/bin/poetry
-POETRY_PINS := poetry==2.5.1 poetry-plugin-pypi-mirror==0.6.5 poetry-plugin-export==1.10.1
+POETRY_LOCKED := tools/poetry/requirements.txt
 VENV := .venv/bin
 # command-line tools locked apart from poetry.lock (sslyze, hadolint): tools/poetry.lock
 TOOLS := tools/.venv/bin
@@ -36,18 +36,32 @@ export POETRY_VIRTUALENVS_IN_PROJECT := true
 # without PyPI's JSON API. Computed at run time so that no index host is written into any file.
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null)
 
-.PHONY: help venv tools build client certs run stop test system-tools unit lint bench clean
+.PHONY: help venv tools build client certs run stop test system-tools unit lint bench clean poetry-lock add
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
 	@echo "make unit   lint and the tests that need no Docker"
 	@echo "make client a client environment with the image's Python and packages, set up for TLS"
+	@echo "make add PACKAGES=\"scikit-learn ./packages/mycode\"   your own packages, into poetry.lock's cluster group"
 	@echo "make build [IMAGE=name:tag] | make certs | make lint | make tools | make stop | make bench | make clean"
 
-$(POETRY):
+$(POETRY): $(POETRY_LOCKED)
+	rm -rf $(POETRY_HOME)
 	$(PYTHON) -m venv $(POETRY_HOME)
-	$(POETRY_HOME)/bin/pip install --quiet $(POETRY_PINS)
+	$(POETRY_HOME)/bin/pip install --quiet --no-deps --require-hashes --only-binary=:all: \
+	  -r $(POETRY_LOCKED)
+
+# your own packages into poetry.lock's `cluster` group, with the project's poetry: only the lock
+# changes (--lock); `make build` bakes them in (README, "Your own packages")
+add: | $(POETRY)
+	$(if $(PACKAGES),,$(error give PACKAGES, e.g. make add PACKAGES="scikit-learn ./packages/mycode"))
+	$(POETRY) add --lock --group cluster $(PACKAGES)
+
+# after a version in tools/poetry/pyproject.toml changed: its lock, and the list make installs
+poetry-lock: | $(POETRY)
+	$(POETRY) lock --directory tools/poetry
+	$(POETRY) export --directory tools/poetry --format requirements.txt --output requirements.txt
 
 venv: .venv/.synced
 .venv/.synced: pyproject.toml poetry.lock | $(POETRY)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Prints the base image to build on: the public slim Python image when the engine has it or can pull it;
-# otherwise (an engine with no registry) a Debian bookworm image made from Debian packages with debootstrap
-# and `docker import`, built once and reused.
+# Prints the base image to build on: the public slim Python image (the Dockerfile's default, pinned by
+# digest) when the engine has it or can pull it; otherwise (an engine with no registry) a Debian
+# bookworm image made from Debian packages with debootstrap and `docker import`, built once and reused.
 set -euo pipefail
 docker=${DOCKER:-docker}
-public=${1:-python:3.11-slim-bookworm}
+public=${1:-$(sed -n 's/^ARG BASE_IMAGE=//p' "$(dirname "$0")/../Dockerfile")}
 local_tag=${2:-dask-tls-base:bookworm}
 
 if "$docker" image inspect "$public" >/dev/null 2>&1 || "$docker" pull -q "$public" >/dev/null 2>&1; then

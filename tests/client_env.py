@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,25 @@ ROOT = Path(__file__).parents[1]
 # the poetry `make` installed for this checkout (Makefile: POETRY_HOME); copies use it too
 POETRY_HOME = ROOT / "tools" / ".poetry"
 MAKE_TIMEOUT = 900  # a cold build and a cold pip cache, on a busy machine
+
+
+def copy_of_project(destination: Path) -> Path:
+    """The tracked files of this checkout, as a fresh clone would have them, with their times:
+    make in the copy sees the shared tools/.poetry as up to date, as it is here."""
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        if not (ROOT / name).exists():  # deleted in the worktree, not yet committed
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    return destination
 
 
 def make(project: Path, *args: str) -> str:

@@ -18,9 +18,9 @@ from distributed import Client
 
 from tests.client_env import (
     MAKE_TIMEOUT,
-    POETRY_HOME,
     ROOT,
     cluster_env,
+    copy_of_project,
     make,
     make_client,
     run_workload,
@@ -52,7 +52,6 @@ except ImportError as error:  # the refusal; anything else fails with its traceb
 VERSION = "import platform; print(platform.python_version())"
 PYPI_PACKAGE = "humanize"  # small, pure Python, in no group of poetry.lock
 LOCAL_PACKAGE = "greeting"
-PIP_INDEX = "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"
 LOCAL_FILES = {
     "pyproject.toml": f"""\
 [project]
@@ -175,36 +174,6 @@ def test_persisting_past_memory_spills_to_the_volume(
     assert oom_killed == "false"
 
 
-def copy_of_project(destination: Path) -> Path:
-    """The tracked files of this checkout, as a fresh clone would have them."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((ROOT / name).read_bytes())
-        target.chmod((ROOT / name).stat().st_mode)
-    return destination
-
-
-def poetry(project: Path, *args: str) -> None:
-    # as the Makefile does: pip's own default index, for registries without PyPI's JSON API
-    mirror = subprocess.run(
-        [sys.executable, "-c", PIP_INDEX], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    result = subprocess.run(
-        [POETRY_HOME / "bin" / "poetry", *args], cwd=project, capture_output=True, text=True,
-        timeout=600,
-        env={**os.environ, "POETRY_PYPI_MIRROR_URL": mirror},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def user_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = copy_of_project(tmp_path_factory.mktemp("user-project"))
@@ -212,8 +181,7 @@ def user_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path = project / "packages" / LOCAL_PACKAGE / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    poetry(project, "add", "--lock", "--group", "cluster", PYPI_PACKAGE)
-    poetry(project, "add", "--lock", "--group", "cluster", f"./packages/{LOCAL_PACKAGE}")
+    make(project, "add", f"PACKAGES={PYPI_PACKAGE} ./packages/{LOCAL_PACKAGE}")  # as the README
     return project
 
 
