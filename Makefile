@@ -14,7 +14,16 @@ BUILD_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CERT ?=
 KEY ?=
 CA ?=
+# `make run`: the cluster's size (THREADS_PER_WORKER and MEMORY_PER_WORKER empty: the image sizes
+# them to the container), where its two ports are published (this machine only, 127.0.0.1, unless
+# PUBLISH says otherwise: PUBLISH=0.0.0.0 for every interface), and any other `docker run` options
 NUM_WORKERS ?= 2
+THREADS_PER_WORKER ?=
+MEMORY_PER_WORKER ?=
+PUBLISH ?= 127.0.0.1
+SCHEDULER_PORT ?= 8786
+DASHBOARD_PORT ?= 8787
+RUN_OPTIONS ?=
 # poetry.lock's dependency groups in the image beside main: complete (dataframes) and cluster (yours)
 GROUPS ?= complete,cluster
 PYTHON ?= python3
@@ -40,6 +49,8 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "from pip._internal.models
 
 help:
 	@echo "make run    build the image, make dev certificates if none are given, start a cluster"
+	@echo "           [NUM_WORKERS=2 THREADS_PER_WORKER= MEMORY_PER_WORKER= PUBLISH=127.0.0.1"
+	@echo "            SCHEDULER_PORT=8786 DASHBOARD_PORT=8787 RUN_OPTIONS=\"--memory 8g\"]"
 	@echo "make test   lint, unit tests, then build the image and test it on the Docker engine"
 	@echo "make unit   lint and the tests that need no Docker"
 	@echo "make client a client environment with the image's Python and packages, set up for TLS"
@@ -94,9 +105,14 @@ certs/cluster.pem:
 	$(DOCKER) run --rm -u "$$(id -u):$$(id -g)" -v "$$PWD:$$PWD" -w "$$PWD" $(IMAGE) \
 	  certs new --out certs --days 90 >/dev/null
 
+# RUN_OPTIONS reaches the script through the environment, quotes and all
+run: export RUN_OPTIONS := $(RUN_OPTIONS)
 run: build $(if $(CERT),,certs)
-	DOCKER=$(DOCKER) IMAGE=$(IMAGE) NAME=$(NAME) NUM_WORKERS=$(NUM_WORKERS) \
-	  CERT=$(CERT) KEY=$(KEY) CA=$(CA) docker/run-local.sh
+	DOCKER=$(DOCKER) IMAGE=$(IMAGE) NAME=$(NAME) CERT=$(CERT) KEY=$(KEY) CA=$(CA) \
+	  NUM_WORKERS=$(NUM_WORKERS) THREADS_PER_WORKER=$(THREADS_PER_WORKER) \
+	  MEMORY_PER_WORKER=$(MEMORY_PER_WORKER) PUBLISH=$(PUBLISH) \
+	  HOST_SCHEDULER_PORT=$(SCHEDULER_PORT) HOST_DASHBOARD_PORT=$(DASHBOARD_PORT) \
+	  docker/run-local.sh
 
 stop:
 	$(DOCKER) stop $(NAME) && $(DOCKER) rm $(NAME)
