@@ -186,3 +186,12 @@ def wait_for_log(container: str, text: str, timeout: float = 60) -> None:
             raise AssertionError(f"{container} stopped before {text!r}:\n{logs}")
         time.sleep(0.5)
     raise AssertionError(f"no {text!r} from {container} in {timeout:.0f} s:\n{logs_of(container)}")
+
+
+def wait_for_state(container: str, template: str, wanted: str, timeout: float = 120) -> None:
+    """Poll `docker inspect -f template` of a container (by name) until it says `wanted`."""
+    deadline = time.monotonic() + timeout
+    while (state := docker("inspect", "-f", template, container).stdout.strip()) != wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{container}: {state!r}, not {wanted!r}, after {timeout:.0f} s")
+        time.sleep(0.5)

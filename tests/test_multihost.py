@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,13 @@ import pytest
 from distributed import Client
 
 from entrypoint.contract import SCHEDULER_PORT
-from entrypoint.tools.certs import issue, new_cluster
+from entrypoint.tools.certs import issue
+from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
-from tests.containers import docker, wait_for_log
+from tests.client_env import copy_of_project, make
+from tests.containers import docker, wait_for_log, wait_for_state
 
 pytestmark = pytest.mark.container
-COMPOSE_FILE = Path(__file__).parents[1] / "docker" / "compose.yaml"
 # Run on the compose network: for each address, a client with another CA's certificate and a TLS
 # client with none; one line per attempt, "ADDRESS WAY OUTCOME". Only the refusals a TLS server
 # gives are caught (a failed handshake, an alert, a reset, an empty read): an answer prints
@@ -59,14 +61,23 @@ for address in sys.argv[1:]:
 
 @dataclass
 class Deployment:
+    """docker/compose.yaml in a copy of the checkout, with the certificates `make certs` made
+    there (as `make run` does), found where compose.yaml looks by default: the README's way."""
+
     project: str
     env: dict[str, str]
-    certs: Path
+    checkout: Path
+
+    @property
+    def certs(self) -> Path:
+        return self.checkout / "certs"
 
     def compose(self, *args: str) -> str:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
         result = subprocess.run(
-            ["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project, *args],
-            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=180,
+            ["docker-compose", "-f", "docker/compose.yaml", "-p", self.project, *args],
+            cwd=self.checkout, env={**environ, **self.env}, capture_output=True, text=True,
+            timeout=180,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
@@ -84,16 +95,17 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Workers first (they must wait), then the scheduler."""
+    """Workers first (they must wait), then the scheduler; ports on loopback, any free ones."""
     if not shutil.which("docker-compose"):
         pytest.fail("docker-compose is missing: `make test` installs it (docker/system-tools.sh)")
-    certs = tmp_path_factory.mktemp("certs")
-    new_cluster(certs, names=("scheduler", "localhost"))
+    checkout = copy_of_project(tmp_path_factory.mktemp("checkout"))
+    make(checkout, "certs", f"IMAGE={image}")
     env = {
-        "IMAGE": image, "DASK_TLS_ENV_FILE": str(certs / "cluster.env"),
-        "DASK_SCHEDULER_PORT": "127.0.0.1:0", "DASK_DASHBOARD_PORT": "127.0.0.1:0",
-    }  # fmt: skip
-    found = Deployment(f"dasktls{os.getpid()}", env, certs)
+        "IMAGE": image,
+        "DASK_SCHEDULER_PORT": "127.0.0.1:0",
+        "DASK_DASHBOARD_PORT": "127.0.0.1:0",
+    }
+    found = Deployment(f"dasktls{os.getpid()}", env, checkout)
     try:
         found.compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
         wait_for_log(found.container("worker", 1), "waiting for the scheduler")
@@ -101,6 +113,54 @@ def deployment(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield found
     finally:
         found.compose("down", "-v", "--remove-orphans", "--timeout", "5")
+
+
+# What `make client`'s environment does: dask reads the config client-config wrote, and a plain
+# Client("tls://localhost:PORT") connects with the client certificate it names.
+PLAIN_CLIENT = """
+import socket, sys
+from distributed import Client
+with Client(sys.argv[1], timeout="30s") as client:
+    client.wait_for_workers(2, timeout=90)
+    hosts = set(client.run(socket.gethostname).values())
+    print(len(hosts), client.submit(sum, [1, 2, 3]).result(timeout=30))
+"""
+
+
+def test_a_client_set_up_as_make_client_does_computes_on_localhost(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The config `make client` writes for certs/client.pem (client-config), and nothing else:
+    Client("tls://localhost:PORT"), PORT the scheduler's published loopback port, computes on
+    both worker containers."""
+    config = tmp_path / "dask" / "dask-tls.yaml"
+    assert main(["client-config", "--certs", str(deployment.certs), "--out", str(config)]) == 0
+    # docker-proxy accepts before the scheduler listens, and distributed does not retry the
+    # stream it then closes ("IOStream is not idle"): connect once the health check says it is up
+    scheduler = deployment.container("scheduler")
+    wait_for_state(scheduler, "{{.State.Health.Status}}", "healthy")
+    published = docker("port", scheduler, f"{SCHEDULER_PORT}/tcp").stdout
+    [port] = {line.rsplit(":", 1)[1] for line in published.split()}
+    assert all(line.startswith(("127.0.0.1:", "[::1]:")) for line in published.split())
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_CLIENT, f"tls://localhost:{port}"], capture_output=True,
+        text=True, timeout=180, env={**environ, "DASK_CONFIG": str(config.parent)},
+    )  # fmt: skip
+    assert result.stdout.split() == ["2", "6"], result.stdout + result.stderr
+
+
+def test_by_default_compose_publishes_on_loopback(deployment: Deployment) -> None:
+    """Left to its defaults, as `make run` does, compose.yaml publishes both ports on 127.0.0.1
+    only, and reads the env file from certs/."""
+    config = subprocess.run(
+        ["docker-compose", "-f", "docker/compose.yaml", "config"], cwd=deployment.checkout,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DASK_")},
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    published = [line.strip() for line in config.splitlines() if line.strip().startswith("- 1")]
+    assert published == ["- 127.0.0.1:8786:8786/tcp", "- 127.0.0.1:8787:8787/tcp"], config
+    assert "DASK_CLUSTER_KEY" in config  # the env file's variables, read from certs/cluster.env
 
 
 def test_client_computes_across_worker_containers(deployment: Deployment) -> None:
