@@ -33,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Pythons apt cannot give (Debian has 3.11 alone): the client-version tests need 3.13.0 and a 3.11
+# of another patch release than the image's, from pyenv
+pythons=${PYENV_ROOT:-$HOME/.pyenv}/versions
+if [ ! -x "$pythons/3.13.0/bin/python3" ] || ! compgen -G "$pythons/3.11.*/bin/python" >/dev/null; then
+  echo "make test needs Python 3.13.0 and a Python 3.11 in $pythons:" \
+    "pyenv install 3.13.0 3.11.7 (https://github.com/pyenv/pyenv)" >&2
+  exit 1
+fi
+
 if ! "$docker" info >/dev/null 2>&1; then
   echo "make test needs a Docker engine, and none answers: start it (systemctl start docker, or" \
     "dockerd &, as .ci/run does)" >&2

@@ -37,10 +37,24 @@ def stand_ins(directory: Path, names: list[str], uid: int) -> Path:
     return directory
 
 
-def system_tools(path: Path, calls: Path) -> subprocess.CompletedProcess[str]:
+def pyenv(home: Path, *versions: str) -> Path:
+    """A HOME whose ~/.pyenv holds (stand-ins for) these Python versions."""
+    for version in versions:
+        python = home / ".pyenv" / "versions" / version / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
+        (python.parent / "python3").symlink_to(python)
+    return home
+
+
+def system_tools(
+    path: Path, calls: Path, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    home = home or pyenv(calls.parent / "home", "3.13.0", "3.11.7")
     return subprocess.run(
         ["/bin/bash", str(SCRIPT)], capture_output=True, text=True, timeout=30,
-        env={"PATH": str(path), "CALLS": str(calls), "DOCKER": "docker"},
+        env={"PATH": str(path), "CALLS": str(calls), "DOCKER": "docker", "HOME": str(home)},
     )  # fmt: skip
 
 
@@ -76,6 +90,19 @@ def test_as_root_on_debian_it_installs_them(tmp_path: Path) -> None:
         f"apt-get install -y -qq {' '.join(PACKAGES)}",
     ]
     assert result.stderr.splitlines()[-1].startswith("make test needs a Docker engine")
+
+
+def test_without_pyenvs_pythons_it_stops_with_one_line(tmp_path: Path) -> None:
+    """The client-version tests' Pythons (3.13.0, another 3.11) are not Debian's: without them,
+    one line says which and how, before the engine is even asked."""
+    calls = tmp_path / "calls"
+    bin_dir = stand_ins(tmp_path / "bin", [*TOOLS, "apt-get"], uid=0)
+    result = system_tools(bin_dir, calls, pyenv(tmp_path / "home", "3.11.7"))
+    assert result.returncode == 1 and not calls.exists()
+    assert result.stderr.splitlines() == [
+        f"make test needs Python 3.13.0 and a Python 3.11 in {tmp_path}/home/.pyenv/versions: "
+        "pyenv install 3.13.0 3.11.7 (https://github.com/pyenv/pyenv)"
+    ]
 
 
 @pytest.mark.container
