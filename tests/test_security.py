@@ -82,8 +82,18 @@ def test_strangers_are_refused(cluster: Container, pems: dict[str, str], who: st
         "another-ca": (cluster.address, client_security(pems, "intruder")),
         "plain-tcp": (f"tcp://127.0.0.1:{cluster.port()}", Security()),
     }[who]
+    refusals_before = refusals(cluster)
     with pytest.raises(REFUSED):
         Client(address, security=security, timeout="3s")
+    # refused by the scheduler's TLS, not merely unanswered: it logs the failed handshake (another
+    # CA), or drops the plain-TCP peer that never starts one
+    cluster.wait_until(lambda: refusals(cluster) > refusals_before, "a refusal logged")
+
+
+def refusals(cluster: Container) -> int:
+    """The scheduler's log lines for a failed TLS handshake or a peer that never began one."""
+    logs = cluster.logs()
+    return logs.count("TLS handshake failed") + logs.count("no TLS handshake from")
 
 
 def test_tls_without_a_client_certificate_is_refused(
