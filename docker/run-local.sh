@@ -3,7 +3,7 @@
 # CERT/KEY (and CA) name your own PEM files; unset, the dev set made by `make certs` in certs/ is used.
 # NUM_WORKERS, THREADS_PER_WORKER, MEMORY_PER_WORKER: the image's variables (empty: its defaults).
 # PUBLISH: the host address the two ports are published on (127.0.0.1; empty: every interface);
-# HOST_SCHEDULER_PORT, HOST_DASHBOARD_PORT: the host's ports (8786, 8787; 0: any free one).
+# HOST_SCHEDULER_PORT, HOST_DASHBOARD_PORT: the host's ports (the image's own; 0: any free one).
 # RUN_OPTIONS: more `docker run` options, split as the shell splits them (--memory 8g --cpus 4).
 set -euo pipefail
 docker=${DOCKER:-docker} image=${IMAGE:?} name=${NAME:-dask-tls} certs=${CERTS:-certs}
@@ -29,8 +29,8 @@ ca_args=()
 # spilled data on a disk volume (kept for the next run), not in /tmp: that tmpfs is RAM
 "$docker" run -d --name "$name" --restart unless-stopped --read-only --tmpfs /tmp \
   -v "$name-scratch:$SCRATCH" --health-interval 2s \
-  -p "${publish:+$publish:}${HOST_SCHEDULER_PORT:-8786}:$SCHEDULER_PORT" \
-  -p "${publish:+$publish:}${HOST_DASHBOARD_PORT:-8787}:$DASHBOARD_PORT" "${sizes[@]}" \
+  -p "${publish:+$publish:}${HOST_SCHEDULER_PORT:-$SCHEDULER_PORT}:$SCHEDULER_PORT" \
+  -p "${publish:+$publish:}${HOST_DASHBOARD_PORT:-$DASHBOARD_PORT}:$DASHBOARD_PORT" "${sizes[@]}" \
   -e DASK_CLUSTER_CERT="$(cat "$cert")" -e DASK_CLUSTER_KEY="$(cat "$key")" "${ca_args[@]}" \
   "${extra[@]}" "$image" >/dev/null
 
