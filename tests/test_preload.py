@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -575,10 +575,10 @@ class StandInScheduler:
     async def retire_workers(self, **kwargs: Any) -> dict[str, Any]:
         return await self.retire()
 
-    async def has_what(self, *, workers: list[str]) -> dict[str, list[str]]:
+    async def has_what(self, *, workers: list[str]) -> dict[str, Collection[Any]]:
         return {"a": ["x", "y"]}
 
-    async def who_has(self, *, keys: list[str]) -> dict[str, list[str]]:
+    async def who_has(self, *, keys: list[Any]) -> dict[Any, Collection[str]]:
         return {"x": ["a"], "y": ["a", "b"]}
 
 
