@@ -483,7 +483,7 @@ async def connect_error(address: str, files: dict[str, Path]) -> str:
 
 async def results_on(
     client: Client, workers: list[str], count: int
-) -> tuple[list[Any], dict[str, bytes]]:
+) -> tuple[list[Any], dict[Any, bytes]]:
     """`count` results of 64 KiB of os.urandom, spread over `workers` (computed again, anywhere,
     they would be other bytes): their futures and values."""
     futures = [
@@ -505,7 +505,7 @@ def test_a_stop_signal_moves_the_results_to_other_workers(
     workers' results move to a worker elsewhere (the same bytes, nothing computed again); no
     fresh worker replaces them; one line says what moved."""
 
-    async def main() -> tuple[dict[str, bytes], dict[str, bytes], set[str], list[str]]:
+    async def main() -> tuple[dict[Any, bytes], dict[Any, bytes], set[Any], list[str]]:
         async with (
             scheduler() as started,
             Nanny(started.address, nthreads=1, name="a-0", dashboard=False) as first,
