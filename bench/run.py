@@ -286,33 +286,28 @@ def worker_container(tag: str, env: dict[str, str], network: str, drain: str) ->
 def drain_once(
     tag: str, env: dict[str, str], security: Security, network: tuple[str, str], results: int,
     drain: str,
-) -> tuple[float, int, int]:  # fmt: skip
-    """`results` results of RESULT_BYTES of random bytes, made on a worker container that then
-    stops, with another one up: (seconds of its `docker stop`, how many results it held, how many
-    were lost: computed again, their bytes changed)."""
-    leaving = worker_container(tag, env, network[0], drain)
-    staying = worker_container(tag, env, network[0], drain)
+) -> tuple[float, int]:  # fmt: skip
+    """`results` results of RESULT_BYTES of random bytes on a worker container, which stops with
+    another one up: (seconds of its `docker stop`, how many results were lost: computed again,
+    their bytes changed)."""
+    leaving, staying = worker_container(tag, env, network[0], drain), ""
     try:
         with Client(network[1], security=security, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)  # all results on it: the other starts after
+            futures = [client.submit(os.urandom, RESULT_BYTES, pure=False) for _ in range(results)]
+            before = digests(client, futures)  # alone: no copy lands on the other one
+            staying = worker_container(tag, env, network[0], drain)
             client.wait_for_workers(2, timeout=120)
-            ip = ip_on(network[0], leaving)
-            [there] = [a for a in client.scheduler_info()["workers"] if f"//{ip}:" in a]
-            futures = [
-                client.submit(os.urandom, RESULT_BYTES, pure=False, workers=[there],
-                              allow_other_workers=True)
-                for _ in range(results)
-            ]  # fmt: skip
-            wait(futures)
-            held = sum(there in workers for workers in client.who_has(futures).values())
-            before = digests(client, futures)
+            [there] = {worker for held in client.who_has(futures).values() for worker in held}
+            assert f"//{ip_on(network[0], leaving)}:" in there
             started = time.perf_counter()
             docker("stop", "-t", "300", leaving, timeout=600)
             seconds = time.perf_counter() - started
             wait(futures, timeout=300)  # those lost are computed again
             after = digests(client, futures)
     finally:
-        docker("rm", "-f", "-v", leaving, staying)
-    return seconds, held, sum(1 for key in before if before[key] != after[key])
+        docker("rm", "-f", "-v", *(name for name in (leaving, staying) if name))
+    return seconds, sum(1 for key in before if before[key] != after[key])
 
 
 def digests(client: Client, futures: list[Any]) -> dict[str, int]:
@@ -333,22 +328,21 @@ def drain_seconds(
     """The stop of a worker container holding each of DRAIN_RESULTS, DRAIN_RUNS times, with the
     drain and without (DRAIN_TIMEOUT=0); the modes alternate run by run."""
     found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    lost: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    lost: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     with drain_network(tag, env) as network:
         for label, results in DRAIN_RESULTS.items():
             for run in range(DRAIN_RUNS):
                 for mode in sorted(("drain", "none"), reverse=run % 2 == 1):
                     budget = DRAIN_BUDGET if mode == "drain" else "0"
-                    seconds, held, gone = drain_once(tag, env, security, network, results,
-                                                     budget)  # fmt: skip
-                    print(f"  {label} {mode}: {seconds:.2f} s, {gone} of {held} lost", flush=True)
+                    seconds, gone = drain_once(tag, env, security, network, results, budget)
+                    print(f"  {label} {mode}: {seconds:.2f} s, {gone} lost", flush=True)
                     found[label][mode].append(seconds)
-                    lost[label][mode].append(f"{gone}/{held}")
+                    lost[label][mode].append(gone)
     lines = [
         f"stop of a worker container holding {label} ({results} results of 2 MB), median of "
-        f"{DRAIN_RUNS} [min-max]: drained {spread(found[label]['drain'])} s, lost (of held) "
-        f"{' '.join(lost[label]['drain'])}; without the drain {spread(found[label]['none'])} s, "
-        f"lost {' '.join(lost[label]['none'])}"
+        f"{DRAIN_RUNS} [min-max]: drained {spread(found[label]['drain'])} s, "
+        f"{max(lost[label]['drain'])} lost; without the drain {spread(found[label]['none'])} s, "
+        f"{min(lost[label]['none'])} lost"
         for label, results in DRAIN_RESULTS.items()
     ]
     return {"seconds": found, "lost": lost}, lines
