@@ -45,6 +45,13 @@ ORPHANED_GRACE = 1.0
 # budget and this much more: a second to count what is left, two to close.
 AFTER_DRAIN = 3.0
 
+
+def longest_stop(drain: float) -> float:
+    """The longest a worker-only container's stop takes with this drain budget: the workers'
+    grace, then the wait for their SIGKILLed group. `docker stop -t` should give it."""
+    return drain + AFTER_DRAIN + KILL_WAIT
+
+
 log = logging.getLogger("entrypoint")
 WaitPid = Callable[[int, int], tuple[int, int]]
 Clock = Callable[[], float]
