@@ -605,3 +605,21 @@ def test_a_drain_ends_within_its_budget_whatever_the_scheduler_does(
     assert time.monotonic() - began < 0.2 + drain_on_stop.COUNT_TIMEOUT
     assert (drained.held, drained.left) == (1, 1)
     assert f": 1 of 1 results could not be moved ({why}" in str(drained)
+
+
+def test_a_drain_through_a_scheduler_that_does_not_answer_ends_at_once() -> None:
+    """A scheduler that does not answer (gone, its address refusing): the drain gives up after
+    COUNT_TIMEOUT, not its whole budget, and says it does not know what was lost."""
+
+    class Gone(StandInScheduler):
+        async def has_what(self, *, workers: list[str]) -> dict[str, Collection[Any]]:
+            await never()
+            return {}
+
+    began = time.monotonic()
+    drained = asyncio.run(drain_on_stop.drain(Gone(never), ["a"], budget=HANG))
+    assert time.monotonic() - began < 2 * drain_on_stop.COUNT_TIMEOUT
+    assert (drained.held, drained.left) == (None, None)
+    assert str(drained).endswith(
+        "how many results could not be moved is unknown (the scheduler did not answer within 1 s)"
+    )

@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import dask.config
 from dask.utils import parse_timedelta
@@ -38,6 +38,7 @@ STOP_SIGNAL = "signal-"  # the start of the reason dask_worker.py closes its nan
 COUNT_TIMEOUT = 1.0  # seconds to ask the scheduler what is left, once the drain ended
 
 logger = logging.getLogger("distributed.preloading")
+T = TypeVar("T")
 _upstream: Callable[..., Awaitable[Any]] = Nanny.close
 
 
@@ -70,31 +71,46 @@ class Drained:
 
 async def drain(scheduler: Scheduler, workers: list[str], budget: float) -> Drained:
     """Retire `workers` through `scheduler` within `budget` seconds (and COUNT_TIMEOUT more to
-    count what is left), without closing them. Never raises for what the scheduler answers or
-    fails to answer: the stop goes on whatever happens here."""
+    count what is left), without closing them. A scheduler that does not answer within
+    COUNT_TIMEOUT (gone, say) ends the drain at once. Never raises for what the scheduler answers
+    or fails to answer: the stop goes on whatever happens here."""
     started = time.monotonic()
-    held: int | None = None
+    try:
+        held = await _within(min(budget, COUNT_TIMEOUT), unique_results(scheduler, workers))
+    except Exception as error:  # any failure to ask (TimeoutError included): no drain
+        return Drained(len(workers), None, None, time.monotonic() - started, _failed(error))
     why = ""
     try:
-        async with asyncio.timeout(budget):
-            held = await unique_results(scheduler, workers)
-            retired = await scheduler.retire_workers(
+        retired = await _within(
+            budget - (time.monotonic() - started),
+            scheduler.retire_workers(
                 workers=workers, close_workers=False, remove=False,
                 stimulus_id=f"dask-tls-drain-{time.time()}",
-            )  # fmt: skip
+            ),
+        )  # fmt: skip
         if len(retired) < len(workers):
             why = "no other worker could take them"
     except TimeoutError:
         why = f"the drain budget of {budget:g} s ran out"
-    except Exception as error:  # any failure of the scheduler's: the stop goes on
-        why = f"the scheduler failed: {error!r}"[:200]
+    except Exception as error:  # whatever the scheduler does, the stop goes on
+        why = _failed(error)
     left: int | None = None
     try:
-        async with asyncio.timeout(COUNT_TIMEOUT):
-            left = await unique_results(scheduler, workers)
-    except Exception as error:  # as above; TimeoutError included
-        why = why or f"the scheduler did not say what was left: {error!r}"[:200]
+        left = await _within(COUNT_TIMEOUT, unique_results(scheduler, workers))
+    except Exception as error:  # as above
+        why = why or _failed(error)
     return Drained(len(workers), held, left, time.monotonic() - started, why)
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    async with asyncio.timeout(max(seconds, 0)):
+        return await awaitable
+
+
+def _failed(error: Exception) -> str:
+    if isinstance(error, TimeoutError):
+        return f"the scheduler did not answer within {COUNT_TIMEOUT:g} s"
+    return f"the scheduler failed: {error!r}"[:200]
 
 
 async def unique_results(scheduler: Scheduler, workers: list[str]) -> int:
