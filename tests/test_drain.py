@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from distributed import Client, Future
+from distributed import Client, Future, wait
 
 from entrypoint.contract import SCHEDULER_PORT
 from tests.containers import Container, docker
@@ -87,14 +87,10 @@ def addresses_of(client: Client, container: Container) -> list[str]:
 
 
 def random_results(client: Client, places: list[list[str]]) -> list[Future[Any]]:
-    """One result of RESULT_BYTES of os.urandom per entry of `places`, persisted on those workers
-    (computed again, they would be other bytes)."""
-    futures = [
-        client.submit(os.urandom, RESULT_BYTES, pure=False, workers=where,
-                      allow_other_workers=True)
-        for where in places
-    ]  # fmt: skip
-    client.gather(futures)
+    """One result of RESULT_BYTES of os.urandom on each entry of `places`' workers (computed
+    again, it would be other bytes; restricted to workers that are gone, it would never be)."""
+    futures = [client.submit(os.urandom, RESULT_BYTES, pure=False, workers=w) for w in places]
+    wait(futures, timeout=60)
     return futures
 
 
@@ -124,8 +120,9 @@ def test_a_stopped_worker_container_hands_its_results_over(
     record_property("stop_seconds", round(seconds, 2))
     print(f"docker stop -t 30 of a worker container holding 17 x 2 MB: {seconds:.2f} s")
     assert leaving.state("ExitCode") == "0"
-    assert holders(client, futures) == set(on_staying)
+    wait(futures, timeout=60)  # lost, they would wait forever for workers that are gone
     assert client.gather(futures) == before
+    staying.wait_until(lambda: holders(client, futures) == set(on_staying), "the results on it")
     assert "drained 2 workers in " in leaving.logs()
     assert ": 17 results moved" in leaving.logs()
 
