@@ -35,7 +35,7 @@ from distributed.node import ServerNode
 from entrypoint.dask_config import DRAIN_TIMEOUT
 
 STOP_SIGNAL = "signal-"  # the start of the reason dask_worker.py closes its nannies with
-COUNT_TIMEOUT = 1.0  # seconds to ask the scheduler what is left, once the drain ended
+COUNT_TIMEOUT = 1.0  # seconds the scheduler has to count results, before the drain and after
 
 logger = logging.getLogger("distributed.preloading")
 T = TypeVar("T")
@@ -161,7 +161,7 @@ class NannyDrain:
         workers = sorted(n.worker_address for n in nannies)
         logger.info("Stop signal: draining %d workers, for up to %g s", len(workers), budget)
         drained = await drain(nannies[0].scheduler, workers, budget)
-        logger.log(logging.WARNING if drained.left else logging.INFO, "%s", drained)
+        logger.log(logging.INFO if drained.left == 0 else logging.WARNING, "%s", drained)
 
 
 NANNIES = NannyDrain()  # one per process: one `dask worker`, its nannies, one stop signal
