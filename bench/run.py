@@ -5,9 +5,10 @@ each image, times it to ready (a TLS client sees N workers and one task returns)
 memory and process count, and times `docker stop`. Rounds alternate which image goes first. Prints a
 table (medians, min-max, per-round ratios to the seed) and writes it with the machine's description
 as JSON, plus a chart (PNG). Then, for this image only: the bytes of the default and the slim
-build, and a P2P shuffle over TLS against the same shuffle over plain TCP.
+build, a P2P shuffle over TLS against the same shuffle over plain TCP, and the stop of a worker
+container holding 60 MB and 600 MB of results, drained against the stop without the drain.
 
-`--only sizes shuffle` runs just those last measurements (minutes, no cold builds).
+`--only sizes shuffle drain` runs just those last measurements (minutes, no cold builds).
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ SHUFFLE_DAYS = ("2000-01-01", "2000-02-16")
 SHUFFLE_ROWS = 46 * 86_400
 SHUFFLE_RUNS = 5
 SLIM_GROUPS = "cluster"  # `make build GROUPS=cluster`
-EXTRAS = ("sizes", "shuffle")
+# the drain on stop: a worker container holding this many results of RESULT_BYTES stops (median
+# of DRAIN_RUNS), with the drain and without it (DRAIN_TIMEOUT=0: the stop as it was)
+DRAIN_RESULTS = {"60 MB": 30, "600 MB": 300}
+RESULT_BYTES = 2 * 10**6
+DRAIN_RUNS = 3
+DRAIN_BUDGET = "120"  # seconds: enough to measure how long moving everything takes
+EXTRAS = ("sizes", "shuffle", "drain")
 TARGETS = {  # metric: (largest allowed ratio to the seed, or None), absolute limit, unit
     "ready_s": (0.5, None),
     "stop_s": (None, 1.0),
@@ -247,6 +254,100 @@ def wait_for_tasks(client: Client, count: int, timeout: float) -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def drain_network(tag: str, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """A Docker network with a scheduler container on it: (network, scheduler's address)."""
+    name = f"bench-drain-{os.getpid()}-{time.monotonic_ns()}"
+    docker("network", "create", name)
+    try:
+        docker("run", "-d", "--name", f"{name}-scheduler", "--network", name, "--network-alias",
+               "scheduler", *[a for k in env for a in ("-e", k)], "-e", "DASK_ROLE=scheduler",
+               tag, env=env)  # fmt: skip
+        yield name, f"tls://{ip_on(name, f'{name}-scheduler')}:8786"
+    finally:
+        docker("rm", "-f", "-v", f"{name}-scheduler")
+        docker("network", "rm", name)
+
+
+def ip_on(network: str, container: str) -> str:
+    template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+    return docker("inspect", "-f", template, container)
+
+
+def worker_container(tag: str, env: dict[str, str], network: str, drain: str) -> str:
+    name = f"{network}-worker-{time.monotonic_ns()}"
+    env = {**env, "DASK_ROLE": "worker", "DASK_SCHEDULER_ADDRESS": "tls://scheduler:8786",
+           "NUM_WORKERS": "1", "DRAIN_TIMEOUT": drain}  # fmt: skip
+    docker("run", "-d", "--name", name, "--network", network,
+           *[a for k in env for a in ("-e", k)], tag, env=env)  # fmt: skip
+    return name
+
+
+def drain_once(
+    tag: str, env: dict[str, str], security: Security, network: tuple[str, str], results: int,
+    drain: str,
+) -> tuple[float, int]:  # fmt: skip
+    """`results` results of RESULT_BYTES of random bytes on a worker container, which stops with
+    another one up: (seconds of its `docker stop`, how many results were lost: computed again,
+    their bytes changed)."""
+    leaving, staying = worker_container(tag, env, network[0], drain), ""
+    try:
+        with Client(network[1], security=security, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)  # all results on it: the other starts after
+            futures = [client.submit(os.urandom, RESULT_BYTES, pure=False) for _ in range(results)]
+            before = digests(client, futures)  # alone: no copy lands on the other one
+            staying = worker_container(tag, env, network[0], drain)
+            client.wait_for_workers(2, timeout=120)
+            [there] = {worker for held in client.who_has(futures).values() for worker in held}
+            assert f"//{ip_on(network[0], leaving)}:" in there
+            started = time.perf_counter()
+            docker("stop", "-t", "300", leaving, timeout=600)
+            seconds = time.perf_counter() - started
+            wait(futures, timeout=300)  # those lost are computed again
+            after = digests(client, futures)
+    finally:
+        docker("rm", "-f", "-v", *(name for name in (leaving, staying) if name))
+    return seconds, sum(1 for key in before if before[key] != after[key])
+
+
+def digests(client: Client, futures: list[Any]) -> dict[str, int]:
+    """crc32 of each result, computed where it is held (nothing crosses to the client)."""
+
+    def crc(data: bytes) -> int:  # nested: sent by value, as cloudpickle does
+        import zlib
+
+        return zlib.crc32(data)
+
+    sums = client.gather([client.submit(crc, future, pure=False) for future in futures])
+    return {future.key: value for future, value in zip(futures, sums, strict=True)}
+
+
+def drain_seconds(
+    tag: str, env: dict[str, str], security: Security
+) -> tuple[dict[str, Any], list[str]]:
+    """The stop of a worker container holding each of DRAIN_RESULTS, DRAIN_RUNS times, with the
+    drain and without (DRAIN_TIMEOUT=0); the modes alternate run by run."""
+    found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lost: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    with drain_network(tag, env) as network:
+        for label, results in DRAIN_RESULTS.items():
+            for run in range(DRAIN_RUNS):
+                for mode in sorted(("drain", "none"), reverse=run % 2 == 1):
+                    budget = DRAIN_BUDGET if mode == "drain" else "0"
+                    seconds, gone = drain_once(tag, env, security, network, results, budget)
+                    print(f"  {label} {mode}: {seconds:.2f} s, {gone} lost", flush=True)
+                    found[label][mode].append(seconds)
+                    lost[label][mode].append(gone)
+    lines = [
+        f"stop of a worker container holding {label} ({results} results of 2 MB), median of "
+        f"{DRAIN_RUNS} [min-max]: drained {spread(found[label]['drain'])} s, "
+        f"{max(lost[label]['drain'])} lost; without the drain {spread(found[label]['none'])} s, "
+        f"{min(lost[label]['none'])} lost"
+        for label, results in DRAIN_RESULTS.items()
+    ]
+    return {"seconds": found, "lost": lost}, lines
+
+
 def image_bytes(tag: str) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", tag))
 
@@ -254,8 +355,9 @@ def image_bytes(tag: str) -> int:
 def extras(
     which: tuple[str, ...], images: Images, env: dict[str, str], security: Security
 ) -> tuple[dict[str, object], list[str]]:
-    """This image's sizes (default and slim build) and its P2P shuffle over TLS and TCP: the
-    numbers for JSON, and the lines for the report. The default image must be built."""
+    """This image's sizes (default and slim build), its P2P shuffle over TLS and TCP, and the
+    drain on stop: the numbers for JSON, and the lines for the report. The default image must be
+    built."""
     found: dict[str, object] = {}
     lines = []
     if "sizes" in which:
@@ -281,6 +383,9 @@ def extras(
             f"median of {SHUFFLE_RUNS} [min-max]: TLS {spread(tls)} s, plain TCP {spread(tcp)} s "
             f"(TLS/TCP {ratio:.2f})"
         )
+    if "drain" in which:
+        found["drain_stop_s"], drained = drain_seconds(images.tags[OURS], env, security)
+        lines += drained
     return found, lines
 
 

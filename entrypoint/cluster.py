@@ -22,7 +22,7 @@ from entrypoint.contract import (
     SCHEDULER_PORT,
     SECRET_PREFIX,
 )
-from entrypoint.dask_config import HOOKS, as_environment, fixed_config
+from entrypoint.dask_config import DRAIN_TIMEOUT, HOOKS, as_environment, fixed_config, variable
 from entrypoint.errors import StartupError
 from entrypoint.settings import LOCAL_SCHEDULER, Settings
 
@@ -53,6 +53,7 @@ class Plan:
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER
     worker_name: str = "worker"  # the workers are named this, or this-0, this-1, ...
+    drain_timeout: float = 0.0  # seconds a stop may spend moving the workers' results away
     secret_files: dict[str, str] = field(default_factory=dict)  # NAME_FILE: path, read on SIGHUP
     expires: str = ""  # the served certificate's expiry, ISO 8601 UTC
     revocation_list: bool = False  # CRL_FILE is there: every process enforces it
@@ -73,6 +74,7 @@ class Plan:
             http_client_cert=settings.http_client_cert,
             role=settings.role,
             scheduler_address=settings.scheduler_address,
+            drain_timeout=settings.drain_timeout,
             # a worker-only container names its workers after itself, for its health check
             worker_name=socket.gethostname() if settings.role == "worker" else "worker",
         )
@@ -175,5 +177,6 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
         "DASK_DISTRIBUTED__ADMIN__LOG_FORMAT": LOG_FORMAT.format(role=role),
         **clean_environment(environ),
         **as_environment(fixed),
+        variable(DRAIN_TIMEOUT): str(plan.drain_timeout),  # read by the preload's drain_on_stop
         "OPENSSL_CONF": str(OPENSSL_CONF),
     }

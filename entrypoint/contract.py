@@ -29,6 +29,7 @@ HTTP_CLIENT_CERT_VAR = "HTTP_CLIENT_CERT"
 ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
 SCRATCH_VAR = "DASK_TEMPORARY_DIRECTORY"  # dask's `temporary-directory`
+DRAIN_VAR = "DRAIN_TIMEOUT"  # DASK_ROLE=worker: how long a stop may spend moving results away
 
 
 def file_var(name: str) -> str:

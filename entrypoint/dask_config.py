@@ -31,6 +31,7 @@ TLS = "distributed.comm.tls"
 DASHBOARD_TLS = "distributed.scheduler.dashboard.tls"
 HTTP_CLIENT_CERT = "dask-tls.require-http-client-cert"  # our own key: read by the hooks
 CRL_FILE = "dask-tls.crl-file"  # our own key: the revocation list the hooks enforce ("" for none)
+DRAIN_TIMEOUT = "dask-tls.drain-timeout"  # our own key: seconds a stop may spend draining
 TLS_MIN_VERSION = f"{TLS}.min-version"
 ENDS = ("scheduler", "worker", "client")
 FIXED_KEYS = (

@@ -49,6 +49,7 @@ def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
         child("workers", "worker", workers_command(plan)) if plan.runs_workers else None,
         probe=reachable(plan.scheduler_address) if plan.role == "worker" else None,
         certificate=ServedCertificate(plan),
+        drain=plan.drain_timeout,
     )
 
 

@@ -15,6 +15,7 @@ from entrypoint.contract import (
     CERT_VAR,
     CRL_VAR,
     DASHBOARD_VAR,
+    DRAIN_VAR,
     HTTP_CLIENT_CERT_VAR,
     KEY_VAR,
     MEMORY_VAR,
@@ -39,6 +40,10 @@ MAX_THREADS = 1024
 MIN_WORKER_MEMORY = 128 << 20  # below this a worker cannot even hold its own interpreter
 EXPIRY_WARNING = timedelta(days=30)  # a certificate closer to its expiry is warned about
 THREADS_PER_CPU_WARNING = 4  # more threads than this per CPU is rarely what anyone wants
+# seconds a worker-only container's stop may spend moving its results to other workers: with the
+# supervisor's AFTER_DRAIN (3 s) and its last second, the stop fits in docker's default 10 s
+DEFAULT_DRAIN = 5.0
+MAX_DRAIN = 3600.0
 PEM_FIX = 'pass the PEM text, e.g. -e {name}="$(cat {what}.pem)", or set {name}_FILE'
 
 log = logging.getLogger("entrypoint")
@@ -74,6 +79,7 @@ class Settings:
     http_client_cert: bool = True
     role: str = "all"
     scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
+    drain_timeout: float = 0.0  # seconds a stop may spend moving results away (DASK_ROLE=worker)
     scratch_dir: str = field(default_factory=tempfile.gettempdir)  # as distributed falls back
 
 
@@ -89,6 +95,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         http_client_cert=_http_client_cert(environ),
         role=role,
         scheduler_address=scheduler_address,
+        drain_timeout=_drain_timeout(environ, role),
         scratch_dir=dask_value(environ, SCRATCH_VAR)[1] or tempfile.gettempdir(),
     )
 
@@ -144,6 +151,29 @@ def _role(environ: Mapping[str, str]) -> tuple[str, str]:
             f"set tls://HOST:{SCHEDULER_PORT}",
         )
     return role, _tls_address(address, address_var)
+
+
+def _drain_timeout(environ: Mapping[str, str], role: str) -> float:
+    """Seconds, with dask's units (20, 20s, 1m); only a worker-only container drains."""
+    text = environ.get(DRAIN_VAR, "").strip()
+    if role != "worker":
+        if text:
+            log.warning(
+                "%s is ignored: only DASK_ROLE=worker hands results over on a stop", DRAIN_VAR
+            )
+        return 0.0
+    if not text:
+        return DEFAULT_DRAIN
+    from dask.utils import parse_timedelta
+
+    fix = f"set seconds from 0 to {MAX_DRAIN:.0f} (20, 20s, 1m), or unset it for {DEFAULT_DRAIN:g}"
+    try:
+        seconds = float(parse_timedelta(text, default="seconds") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+        raise ConfigError(DRAIN_VAR, f"{text[:20]!r} is not a duration", fix) from None
+    if not 0 <= seconds <= MAX_DRAIN:
+        raise ConfigError(DRAIN_VAR, f"{text[:20]!r} is out of range", fix)
+    return seconds
 
 
 def _tls_address(text: str, name: str = SCHEDULER_ADDRESS_VAR) -> str:

@@ -41,6 +41,16 @@ DAY = 86400.0
 # goodbye to it, so they get ORPHANED_GRACE.
 SHUTDOWN = (("workers", 5.0), ("scheduler", 2.0))
 ORPHANED_GRACE = 1.0
+# Workers that drain on a stop (DASK_ROLE=worker, the preload's drain_on_stop) get their drain
+# budget and this much more: a second to count what is left, two to close.
+AFTER_DRAIN = 3.0
+
+
+def longest_stop(drain: float) -> float:
+    """The longest a worker-only container's stop takes with this drain budget: the workers'
+    grace, then the wait for their SIGKILLed group. `docker stop -t` should give it."""
+    return drain + AFTER_DRAIN + KILL_WAIT
+
 
 log = logging.getLogger("entrypoint")
 WaitPid = Callable[[int, int], tuple[int, int]]
@@ -87,14 +97,16 @@ class Backoff:
 
 class Supervisor:
     """Runs a scheduler and/or workers (either may be absent: DASK_ROLE). With `probe`, the workers
-    start only once it finds the scheduler reachable, and their exits never stop us."""
+    start only once it finds the scheduler reachable, and their exits never stop us. With `drain`,
+    the workers' stop may take that many seconds more (they move their results away first)."""
 
     def __init__(
         self, scheduler: Child | None, workers: Child | None, *, probe: Probe | None = None,
         certificate: Certificate | None = None, waitpid: WaitPid = os.waitpid,
-        clock: Clock = time.monotonic, wait: Wait | None = None,
+        clock: Clock = time.monotonic, wait: Wait | None = None, drain: float = 0.0,
     ) -> None:  # fmt: skip
         self.children = {c.role: c for c in (scheduler, workers) if c is not None}
+        self.drain = drain  # seconds the workers may spend moving their results away on a stop
         self.workers, self.probe, self.certificate = workers, probe, certificate
         self.stop: Stop | None = None
         self.workers_due: float | None = None  # when to start the workers next
@@ -246,12 +258,20 @@ class Supervisor:
                 continue
             if child.running:
                 child.signal(signal.SIGTERM)
-                orphaned = role == "workers" and stop.orphaned
-                if not self.wait_for(child, ORPHANED_GRACE if orphaned else grace, hurry=True):
+                if not self.wait_for(child, self.grace(role, grace, stop), hurry=True):
                     log.warning("%s[%d] still running: SIGKILL", child.role, child.pid)
             child.kill_group()  # also whatever it left behind in its group
             self.wait_for(child, KILL_WAIT, hurry=False)  # a SIGKILLed child is always reaped
         self.reap()
+
+    def grace(self, role: str, grace: float, stop: Stop) -> float:
+        """SHUTDOWN's grace for `role`; workers get less when the scheduler is gone, and their
+        drain budget more when they drain."""
+        if role != "workers":
+            return grace
+        if stop.orphaned:
+            return ORPHANED_GRACE
+        return self.drain + AFTER_DRAIN if self.drain else grace
 
     def wait_for(self, child: Child, seconds: float, *, hurry: bool) -> bool:
         """Reap until `child` has exited or `seconds` pass; with `hurry`, a second stop signal (or

@@ -21,6 +21,7 @@ from entrypoint.contract import (
     CERT_VAR,
     CRL_VAR,
     DASHBOARD_VAR,
+    DRAIN_VAR,
     HTTP_CLIENT_CERT_VAR,
     KEY_VAR,
     MEMORY_VAR,
@@ -683,6 +684,19 @@ BAD_INPUTS = [
         "role",
         changed({ROLE_VAR: "worker", SCHEDULER_ADDRESS_VAR: "scheduler:port"}),
         f"{SCHEDULER_ADDRESS_VAR}: 'scheduler:port' is not HOST:PORT",
+    ),
+    *(
+        BadInput(
+            f"drain-{case}",
+            "drain",
+            changed({ROLE_VAR: "worker", SCHEDULER_ADDRESS_VAR: "scheduler", DRAIN_VAR: value}),
+            f"{DRAIN_VAR}: {value!r} is {problem}",
+        )
+        for case, value, problem in (
+            ("word", "soon", "not a duration"),
+            ("negative", "-5", "not a duration"),
+            ("too-long", "2h", "out of range"),
+        )
     ),
     BadInput(
         "scratch-missing",

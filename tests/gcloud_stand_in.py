@@ -6,7 +6,9 @@ on stderr and exit 1: a call to an API that is not on is refused; a create of so
 exists is refused ("already exists", except a NAT, whose create patches its router and is refused
 in other words); a delete or describe of something missing is refused; a binding for an account
 that does not exist is refused with "does not exist", and so, `unpropagated` times, is one for
-an account that does (IAM propagating); a call starting with a key of `refuse` gets that error."""
+an account that does (IAM propagating); removing a binding that is not there is refused; a call
+starting with a key of `refuse` gets that error. Another project is refused, but for a registry's
+repository (an image may come from another project's registry, whose API is on)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ API = {
     "iam": "iam.googleapis.com",
     "artifacts": "artifactregistry.googleapis.com",
 }
-VERBS = ("create", "delete", "describe", "enable", "update", "add-iam-policy-binding", "resize")
+VERBS = ("create", "delete", "describe", "enable", "update", "add-iam-policy-binding",
+         "remove-iam-policy-binding", "resize")  # fmt: skip
 State = dict[str, Any]
 
 
@@ -99,14 +102,16 @@ def flags(args: list[str]) -> dict[str, str]:
 
 def answer(state: State, call: Call) -> str:
     project = call.flags.get("--project")
-    if project != state["project"]:
+    elsewhere = project != state["project"]
+    if elsewhere and call.kind != "artifacts repositories":
         raise Refused(f"PERMISSION_DENIED: project [{project}] not found or not yours")
     api = API.get(call.kind.split()[0])
-    if api and api not in state["services"]:
+    if api and api not in state["services"] and not elsewhere:
         raise Refused(f"PERMISSION_DENIED: {api} has not been used in project {project} "
                       "before or it is disabled")  # fmt: skip
     handler = {"enable": enable, "update": update, "create": create, "delete": delete,
-               "describe": describe, "add-iam-policy-binding": bind, "resize": resize}  # fmt: skip
+               "describe": describe, "add-iam-policy-binding": bind,
+               "remove-iam-policy-binding": unbind, "resize": resize}  # fmt: skip
     return handler[call.verb](state, call)
 
 
@@ -190,6 +195,16 @@ def bind(state: State, call: Call) -> str:
     binding = [call.kind, name, call.flags["--member"], call.flags["--role"]]
     if binding not in state["bindings"]:
         state["bindings"].append(binding)
+    return ""
+
+
+def unbind(state: State, call: Call) -> str:
+    [name] = call.names
+    binding = [call.kind, name, call.flags["--member"], call.flags["--role"]]
+    if binding not in state["bindings"]:
+        raise Refused(f"Policy binding with the specified principal, role, and condition not "
+                      f"found: {call.flags['--member']}")  # fmt: skip
+    state["bindings"].remove(binding)
     return ""
 
 

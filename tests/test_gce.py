@@ -29,20 +29,32 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from distributed import Client
+from distributed import Client, Future
 
 from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT, UID
+from entrypoint.supervisor import AFTER_DRAIN, KILL_WAIT
 from entrypoint.tools import gcloud_apply
 from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
 from entrypoint.tools.client import connect
-from entrypoint.tools.gce import ROLES, SERVICE, Deployment, user_data
+from entrypoint.tools.gce import (
+    DOCKER_HOME,
+    ROLES,
+    SERVICE,
+    WORKER_DRAIN,
+    Deployment,
+    user_data,
+    worker_stop_timeout,
+)
 from entrypoint.tools.gcloud import SERVICES
 from tests import gcloud_stand_in
 from tests.containers import DOCKER, docker, remove_container, wait_for_log
 
 PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
+PRIVATE_IMAGE = (
+    "europe-west1-docker.pkg.dev/images-project/dask/dask-tls:0.1.0"  # Artifact Registry
+)
 SCHEDULER_HOST = f"dask-cluster-scheduler.us-central1-a.c.{PROJECT}.internal"
 STAND_IN = Path(gcloud_stand_in.__file__)
 README = Path(__file__).parents[1] / "README.md"
@@ -207,13 +219,16 @@ def drive(gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]) -> Drive:
 
 
 @pytest.mark.system
+@pytest.mark.parametrize("image", ["img", PRIVATE_IMAGE])
 @pytest.mark.parametrize("role", ROLES)
-def test_user_data_is_valid_cloud_config(tmp_path: Path, role: str) -> None:
-    """`cloud-init schema` (Debian's cloud-init) accepts the rendered user-data of each role."""
+def test_user_data_is_valid_cloud_config(tmp_path: Path, role: str, image: str) -> None:
+    """`cloud-init schema` (Debian's cloud-init) accepts the rendered user-data of each role, for
+    a public image and a private one (its units configure registry credentials)."""
     if not shutil.which("cloud-init"):
         pytest.fail("cloud-init is missing: `make test` installs it (docker/system-tools.sh)")
     path = tmp_path / "user-data.yaml"
-    deployment = Deployment(project="p", image="img", source_ranges=("10.0.0.0/8",), worker_vms=2)
+    deployment = Deployment(project="p", image=image, source_ranges=("10.0.0.0/8",), worker_vms=2,
+                            spot=True)  # fmt: skip
     path.write_text(user_data(deployment, role))
     result = subprocess.run(
         ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True
@@ -249,6 +264,7 @@ def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> N
         assert ("DASK_ROLE=scheduler" in env) == (role == "scheduler")
     open_ports = [["/bin/bash", deployment.open_ports_script]] if role == "worker" else []
     assert unit_commands(deployment, role, "ExecStartPre") == [
+        ["-/usr/bin/docker", "rm", "-f", "dask-tls"],  # a leftover container; none is no failure
         ["/bin/bash", deployment.script],
         *open_ports,
     ]
@@ -256,6 +272,53 @@ def test_every_unit_runs_hardened_spills_on_a_volume_and_reloads(role: str) -> N
         ["/bin/bash", deployment.script],
         ["/usr/bin/docker", "kill", "-s", "HUP", "dask-tls"],
     ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_worker_units_give_their_container_the_drain_budget(role: str) -> None:
+    """A worker unit's stop lets its container drain: the container's DRAIN_TIMEOUT, then the
+    supervisor's close, fit in `docker stop -t` (also the container's own stop timeout), which
+    fits in systemd's TimeoutStopSec, all inside a Spot VM's 30 s. Other roles stop as before."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=2)
+    [run] = unit_commands(deployment, role, "ExecStart")
+    [stop] = unit_commands(deployment, role, "ExecStop")
+    timeouts = unit_commands(deployment, role, "TimeoutStopSec")
+    if role != "worker":
+        assert stop == ["/usr/bin/docker", "stop", "dask-tls"] and timeouts == []
+        assert not any(arg.startswith("DRAIN_TIMEOUT=") for arg in run)
+        return
+    timeout = worker_stop_timeout()
+    assert stop == ["/usr/bin/docker", "stop", "-t", str(timeout), "dask-tls"]
+    assert {("-e", f"DRAIN_TIMEOUT={WORKER_DRAIN}"), ("--stop-timeout", str(timeout))} <= pairs(run)
+    assert WORKER_DRAIN + AFTER_DRAIN + KILL_WAIT <= timeout < int(timeouts[0][0]) <= 30
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    ("image", "host"),
+    [
+        (PRIVATE_IMAGE, "europe-west1-docker.pkg.dev"),
+        ("eu.gcr.io/images-project/dask-tls:0.1.0", "eu.gcr.io"),
+        ("ghcr.io/someone/dask-tls:0.1.0", None),
+        ("dask-tls:0.1.0", None),
+    ],
+)
+def test_units_pull_a_google_registry_image_with_the_vm_account(
+    role: str, image: str, host: str | None
+) -> None:
+    """An image in Artifact Registry (or on a gcr.io host): before it pulls, each unit configures
+    COS's docker-credential-gcr for that host, with a HOME of its own (COS's root is read-only).
+    An image elsewhere: none of it."""
+    deployment = Deployment(project=PROJECT, image=image, source_ranges=(), worker_vms=2)
+    service = rendered(deployment, role)[SERVICE].splitlines()
+    credentials = ["/usr/bin/docker-credential-gcr", "configure-docker", "--registries", host]
+    pre = unit_commands(deployment, role, "ExecStartPre")
+    if host is None:
+        assert not any("credential" in line or "HOME" in line for line in service)
+        return
+    assert pre[-1] == credentials and credentials not in pre[:-1]  # the last before the pull
+    assert f"Environment=HOME={DOCKER_HOME}" in service
+    assert f"RuntimeDirectory={Path(DOCKER_HOME).name}" in service
 
 
 def ephemeral_ports_rule() -> str:
@@ -303,7 +366,10 @@ class RehearsedVM:
                 Path(path).parent.mkdir(exist_ok=True)
                 Path(path).write_text(content)
         for command in unit_commands(self.deployment, self.role, "ExecStartPre"):
-            subprocess.run(command, env=env, check=True, timeout=30)
+            may_fail = command[0].startswith("-")  # systemd's prefix: a failure is no failure
+            command[0] = command[0].removeprefix("-")
+            subprocess.run(on_this_host(command), env=env, check=not may_fail, timeout=30,
+                           capture_output=may_fail)  # fmt: skip
         [command] = unit_commands(self.deployment, self.role, "ExecStart")
         assert command[:2] == ["/usr/bin/docker", "run"]
         if network and "--network" in command:
@@ -340,14 +406,21 @@ class RehearsedVM:
             time.sleep(0.25)
         return connect(f"tls://{ip}:{SCHEDULER_PORT}", certs, timeout="60s")
 
+    def workers(self, client: Client) -> list[str]:
+        """The addresses of the workers in this VM's container (they listen on its IP)."""
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        ip = docker("inspect", "-f", template, self.deployment.container).stdout.strip()
+        return [a for a in client.scheduler_info()["workers"] if f"//{ip}:" in a]
+
     def file(self, path: str) -> str:
         container = self.deployment.container
         return docker("exec", container, "/usr/bin/env", "-i", "cat", path).stdout
 
     def stop(self) -> int:
-        """`docker stop`: the exit code of the unit's `docker run`; fails with its log if it
-        does not end."""
-        docker("stop", self.deployment.container, timeout=30)
+        """`systemctl stop`: the unit's ExecStop lines; the exit code of its `docker run`; fails
+        with its log if it does not end."""
+        for command in unit_commands(self.deployment, self.role, "ExecStop"):
+            subprocess.run(on_this_host(command), check=True, timeout=60)
         assert self.process is not None
         try:
             return self.process.wait(timeout=30)
@@ -386,13 +459,15 @@ def test_fetch_script_and_docker_run_line_give_a_cluster(
     image: str, tmp_path: Path, vm_env: dict[str, str]
 ) -> None:
     """The user-data's own script fetches the PEMs into a 0700 directory of 0600 files owned by
-    the image's user; its own `docker run` line then serves a cluster a client computes on."""
+    the image's user; its own `docker run` line then serves a cluster a client computes on, though
+    a container of its name was left behind (by a crash, say): the unit removes it first."""
     certs = tmp_path / "certs"
     new_cluster(certs)
     serve(certs)
     one = Deployment(project=PROJECT, image=image, source_ranges=(), sizing={"NUM_WORKERS": "2"})
     vm = RehearsedVM(on_vm(one, tmp_path, "all"), "all")
     try:
+        docker("create", "--name", vm.deployment.container, image)  # the leftover
         vm.boot(vm_env)
         secrets = Path(vm.deployment.secrets_dir)
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700 and secrets.stat().st_uid == UID
@@ -405,6 +480,23 @@ def test_fetch_script_and_docker_run_line_give_a_cluster(
         assert vm.stop() == 0
     finally:
         vm.remove()
+
+
+def results_on(
+    client: Client, workers: list[str], count: int
+) -> tuple[list[Future[Any]], list[bytes]]:
+    """`count` results of os.urandom held by `workers` (computed again, they would differ)."""
+    futures = [
+        client.submit(os.urandom, 1 << 20, pure=False, workers=workers, allow_other_workers=True)
+        for _ in range(count)
+    ]
+    values = client.gather(futures)
+    assert holders(client, futures) <= set(workers)
+    return futures, values
+
+
+def holders(client: Client, futures: list[Future[Any]]) -> set[str]:
+    return {worker for held in client.who_has(futures).values() for worker in held}
 
 
 def renewed(certs: Path, host: str) -> Issued:
@@ -425,7 +517,8 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
     one Docker network where the scheduler answers to its internal DNS name: a client holding
     `certs new --name <that name>` material computes on both worker containers. Then each unit's
     ExecReload puts renewed material in place under its running container, which loads it (SIGHUP)
-    and stays up."""
+    and stays up. A worker unit's ExecStop drains its container: the results it held move to the
+    other worker VM, the same bytes."""
 
     def hostname_after_a_while(_: int) -> str:  # nested: sent by value, as cloudpickle does
         time.sleep(0.05)  # the point: tasks long enough to spread over both workers
@@ -465,7 +558,15 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
             for vm in (scheduler, *workers):  # each container took the renewed certificate in
                 wait_for_log(vm.deployment.container, "SIGHUP: serving the new certificate")
             assert client.submit(sum, [40, 2]).result(timeout=30) == 42
-        for vm in (*workers, scheduler):
+
+            leaving, staying = workers
+            on_leaving = leaving.workers(client)
+            held, before = results_on(client, on_leaving, 10)
+            assert leaving.stop() == 0, leaving.log.read_text()
+            assert client.gather(held) == before
+            assert not set(on_leaving) & holders(client, held)
+            assert "drained 1 workers in " in leaving.log.read_text()
+        for vm in (staying, scheduler):
             assert vm.stop() == 0, vm.log.read_text()
     finally:
         for vm in (scheduler, *workers):
@@ -556,6 +657,7 @@ def test_cluster_of_vms_is_driven_as_printed(
     assert {("--size", "3"), ("--template", template[4])} <= pairs(group)
     assert all("BEGIN" not in arg for c in created for arg in c)
     assert gcloud.state()["subnets"]["us-central1/default"]["private_ip_google_access"]
+    assert not any(c[1] == "artifacts" or "--provisioning-model" in c for c in created)
 
     assert main(cluster_args(tmp_path, certs, "--worker-vms", "3", "--external-ip")) == 0
     printed = capsys.readouterr().out
@@ -572,6 +674,41 @@ def test_cluster_of_vms_is_driven_as_printed(
     assert left["things"] == {} and left["bindings"] == []
     assert left["services"] == sorted(SERVICES)
     assert left["subnets"]["us-central1/default"]["private_ip_google_access"]
+
+
+def test_spot_workers_and_a_private_image_are_driven_as_printed(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--spot makes the workers' template Spot, deleted on preemption so that the group creates
+    the VM again; the scheduler VM stays standard. An Artifact Registry image: the service
+    account may read its repository (parsed from --image, in the image's project), and --delete
+    takes that right back."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    own = f"europe-west1-docker.pkg.dev/{PROJECT}/dask/dask-tls:0.1.0"
+    created = drive(cluster_args(tmp_path, certs, "--worker-vms", "2", "--spot", "--image", own))
+    spot = {("--provisioning-model", "SPOT"), ("--instance-termination-action", "DELETE")}
+    assert spot <= pairs(only(created.printed, "compute", "instance-templates", "create"))
+    assert "--provisioning-model" not in only(created.printed, "compute", "instances", "create")
+    account = f"serviceAccount:dask-cluster@{PROJECT}.iam.gserviceaccount.com"
+    reader = ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", "dask",
+              "--project", PROJECT, "--location", "europe-west1", "--member", account,
+              "--role", "roles/artifactregistry.reader"]  # fmt: skip
+    order = created.printed.index
+    assert order(only(created.printed, "iam", "service-accounts", "create")) < order(reader)
+    assert order(reader) < order(only(created.printed, "compute", "instances", "create"))
+    assert ["artifacts repositories", "dask", account, reader[-1]] in gcloud.state()["bindings"]
+    deleted = drive(["gce", "--project", PROJECT, "--image", own, "--delete"]).printed
+    taken_back = [*reader[:3], "remove-iam-policy-binding", *reader[4:]]
+    assert deleted.index(taken_back) < deleted.index(
+        only(deleted, "iam", "service-accounts", "delete")
+    )
+    assert gcloud.state()["bindings"] == []
+
+    assert main(cluster_args(tmp_path, certs, "--worker-vms", "2", "--image", PRIVATE_IMAGE)) == 0
+    printed = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    elsewhere = only(printed, "artifacts", "repositories", "add-iam-policy-binding")
+    assert ("--project", "images-project") in pairs(elsewhere)
 
 
 def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
@@ -866,6 +1003,9 @@ def test_cluster_without_certificates_says_which_to_make(
         ["--source-range", "everywhere"],
         ["--nat"],
         ["--nat", "--external-ip", "--worker-vms", "1"],
+        ["--image", "us-docker.pkg.dev/dask-tls:0.1.0"],
+        ["--image", "gcr.io/dask-tls"],
+        ["--spot"],
     ],
 )
 def test_options_gcloud_would_refuse_are_refused_first(
@@ -873,10 +1013,11 @@ def test_options_gcloud_would_refuse_are_refused_first(
 ) -> None:
     """A --name that cannot be a service account ID, a --project that is not a project ID, a
     --zone that is not a zone's name (for one VM as for many, --resize and --delete), a
-    --source-range that is no range, --nat for VMs with external IPs: one line naming the option,
-    exit 78, nothing printed on stdout."""
+    --source-range that is no range, --nat for VMs with external IPs, a Google registry's --image
+    that names no repository, --spot for the one VM that runs the scheduler: one line naming the
+    option, exit 78, nothing printed on stdout."""
     for command in ([*CLUSTER, *args], ["gce", "--project", PROJECT, *args, "--delete"]):
-        if args[0] in ("--source-range", "--nat") and "--delete" in command:
+        if args[0] in ("--source-range", "--nat", "--spot") and "--delete" in command:
             continue  # not a deletion's options
         assert main(command) == 78
         out = capsys.readouterr()

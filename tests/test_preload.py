@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
+import os
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ from distributed import Client, Nanny, Scheduler, Worker
 from distributed.comm import registry
 from distributed.security import Security
 
-from entrypoint.dask_config import fixed_config
-from entrypoint.preload import handshake_timeout, lean_forkserver, revocation
+from entrypoint.dask_config import DRAIN_TIMEOUT, fixed_config
+from entrypoint.preload import drain_on_stop, handshake_timeout, lean_forkserver, revocation
 from entrypoint.tools.certs import Issued, issue
 from tests.material import ClusterMaterial
 
@@ -477,3 +479,147 @@ async def connect_error(address: str, files: dict[str, Path]) -> str:
             return "connected"
     except OSError as error:
         return str(error)
+
+
+async def results_on(
+    client: Client, workers: list[str], count: int
+) -> tuple[list[Any], dict[Any, bytes]]:
+    """`count` results of 64 KiB of os.urandom, spread over `workers` (computed again, anywhere,
+    they would be other bytes): their futures and values."""
+    futures = [
+        client.submit(os.urandom, 64 << 10, pure=False, workers=[workers[i % len(workers)]],
+                      allow_other_workers=True)
+        for i in range(count)
+    ]  # fmt: skip
+    values = await client.gather(futures)
+    assert {
+        worker for holders in (await client.who_has(futures)).values() for worker in holders
+    } == set(workers)
+    return futures, {future.key: value for future, value in zip(futures, values, strict=True)}
+
+
+def test_a_stop_signal_moves_the_results_to_other_workers(
+    cluster_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two nannies closed as `dask worker` closes them on SIGTERM: first, within the budget, their
+    workers' results move to a worker elsewhere (the same bytes, nothing computed again); no
+    fresh worker replaces them; one line says what moved."""
+
+    async def main() -> tuple[dict[Any, bytes], dict[Any, bytes], set[Any], list[str]]:
+        async with (
+            scheduler() as started,
+            Nanny(started.address, nthreads=1, name="a-0", dashboard=False) as first,
+            Nanny(started.address, nthreads=1, name="a-1", dashboard=False) as second,
+            Worker(started.address, nthreads=1, name="b", dashboard=False) as other,
+            Client(started.address, security=client_security(cluster_files), asynchronous=True)
+            as client,
+        ):  # fmt: skip
+            await client.wait_for_workers(3)
+            futures, before = await results_on(
+                client, [first.worker_address, second.worker_address], 10
+            )
+            await asyncio.gather(
+                *(n.close(timeout=10, reason="signal-15") for n in (first, second))
+            )
+            after = await asyncio.wait_for(client.gather(futures), HANG)
+            keys = [future.key for future in futures]
+            return (
+                before,
+                dict(zip(keys, after, strict=True)),
+                set(other.data),
+                [str(ws.name) for ws in started.workers.values()],
+            )
+
+    with dask.config.set({DRAIN_TIMEOUT: HANG}), caplog.at_level(logging.INFO):
+        before, after, on_the_other, names = asyncio.run(main())
+    assert after == before  # the same bytes: moved, not computed again
+    assert set(before) <= on_the_other
+    assert names == ["b"]
+    assert "drained 2 workers in" in caplog.text and ": 10 results moved" in caplog.text
+
+
+def test_a_lone_worker_stops_at_once_and_says_what_is_lost(
+    cluster_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No other worker to take them: the stop does not wait out its budget, and one line says how
+    many results could not be moved."""
+
+    async def main() -> float:
+        async with (
+            scheduler() as started,
+            Nanny(started.address, nthreads=1, name="alone", dashboard=False) as nanny,
+            Client(started.address, security=client_security(cluster_files), asynchronous=True)
+            as client,
+        ):  # fmt: skip
+            await client.wait_for_workers(1)
+            held, _ = await results_on(client, [nanny.worker_address], 5)
+            began = time.monotonic()
+            await nanny.close(timeout=10, reason="signal-15")
+            assert all(future.status == "lost" for future in held)
+            return time.monotonic() - began
+
+    with dask.config.set({DRAIN_TIMEOUT: HANG}), caplog.at_level(logging.INFO):
+        seconds = asyncio.run(main())
+    assert seconds < HANG / 2
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drain of")]
+    assert line.startswith("drain of 1 workers, ")
+    assert line.endswith(": 5 of 5 results could not be moved (no other worker could take them)")
+
+
+class StandInScheduler:
+    """A scheduler's rpc, as the drain uses it: `a` alone holds "x"; "y" is also elsewhere."""
+
+    def __init__(self, retire: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.retire = retire
+
+    async def retire_workers(self, **kwargs: Any) -> dict[str, Any]:
+        return await self.retire()
+
+    async def has_what(self, *, workers: list[str]) -> dict[str, Collection[Any]]:
+        return {"a": ["x", "y"]}
+
+    async def who_has(self, *, keys: list[Any]) -> dict[Any, Collection[str]]:
+        return {"x": ["a"], "y": ["a", "b"]}
+
+
+async def never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    return {}
+
+
+async def refused() -> dict[str, Any]:
+    raise OSError("Timed out trying to connect")
+
+
+@pytest.mark.parametrize(
+    ("retire", "why"),
+    [(never, "the drain budget of 0.2 s ran out"), (refused, "the scheduler failed: OSError(")],
+)
+def test_a_drain_ends_within_its_budget_whatever_the_scheduler_does(
+    retire: Callable[[], Awaitable[dict[str, Any]]], why: str
+) -> None:
+    """A retirement that never ends is given up at the budget, one that fails at once ends the
+    drain at once; either way the result the worker alone held is counted as lost, and why."""
+    began = time.monotonic()
+    drained = asyncio.run(drain_on_stop.drain(StandInScheduler(retire), ["a"], budget=0.2))
+    assert time.monotonic() - began < 0.2 + drain_on_stop.COUNT_TIMEOUT
+    assert (drained.held, drained.left) == (1, 1)
+    assert f": 1 of 1 results could not be moved ({why}" in str(drained)
+
+
+def test_a_drain_through_a_scheduler_that_does_not_answer_ends_at_once() -> None:
+    """A scheduler that does not answer (gone, its address refusing): the drain gives up after
+    COUNT_TIMEOUT, not its whole budget, and says it does not know what was lost."""
+
+    class Gone(StandInScheduler):
+        async def has_what(self, *, workers: list[str]) -> dict[str, Collection[Any]]:
+            await never()
+            return {}
+
+    began = time.monotonic()
+    drained = asyncio.run(drain_on_stop.drain(Gone(never), ["a"], budget=HANG))
+    assert time.monotonic() - began < 2 * drain_on_stop.COUNT_TIMEOUT
+    assert (drained.held, drained.left) == (None, None)
+    assert str(drained).endswith(
+        "how many results could not be moved is unknown (the scheduler did not answer within 1 s)"
+    )

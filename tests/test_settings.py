@@ -11,7 +11,7 @@ from dask.system import CPU_COUNT
 from entrypoint.cluster import Plan
 from entrypoint.contract import PLAN_FILE, SCHEDULER_PORT
 from entrypoint.errors import EXIT_CONFIG, ConfigError, StartupError
-from entrypoint.settings import from_environ
+from entrypoint.settings import DEFAULT_DRAIN, from_environ
 
 CERT_TEXT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
 PEMS = {
@@ -50,6 +50,34 @@ def test_memory_takes_units(text: str, size: float) -> None:
 def test_threads_default_to_cpus_per_worker() -> None:
     """With one worker, its threads default to every CPU of the container."""
     assert from_environ({**PEMS, "NUM_WORKERS": "1"}).sizing.threads_per_worker == CPU_COUNT
+
+
+WORKER = {**PEMS, "DASK_ROLE": "worker", "DASK_SCHEDULER_ADDRESS": "scheduler"}
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        (WORKER, DEFAULT_DRAIN),
+        ({**WORKER, "DRAIN_TIMEOUT": "20"}, 20.0),
+        ({**WORKER, "DRAIN_TIMEOUT": "1m"}, 60.0),
+        ({**WORKER, "DRAIN_TIMEOUT": "0"}, 0.0),
+        (PEMS, 0.0),
+        ({**PEMS, "DASK_ROLE": "scheduler"}, 0.0),
+    ],
+)
+def test_only_a_worker_only_container_drains(env: dict[str, str], seconds: float) -> None:
+    """DRAIN_TIMEOUT takes dask's units and defaults to DEFAULT_DRAIN for DASK_ROLE=worker; with
+    the scheduler in the container there is nowhere to move results: no drain."""
+    assert from_environ(env).drain_timeout == seconds
+
+
+def test_drain_timeout_is_ignored_with_a_warning_where_nothing_drains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Given to a container that runs the scheduler, DRAIN_TIMEOUT is named in a warning."""
+    assert from_environ({**PEMS, "DRAIN_TIMEOUT": "20"}).drain_timeout == 0.0
+    assert "DRAIN_TIMEOUT is ignored: only DASK_ROLE=worker" in caplog.text
 
 
 def test_key_never_in_repr() -> None:

@@ -8,11 +8,12 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from entrypoint.children import Child, describe_exit
-from entrypoint.supervisor import DAY, STABLE_AFTER, Backoff, Stop, Supervisor
+from entrypoint.supervisor import AFTER_DRAIN, DAY, STABLE_AFTER, Backoff, Stop, Supervisor
 
 TERM, INT, HUP, KILL = signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL
 EXITED_0, EXITED_1, KILLED = 0, 1 << 8, int(signal.SIGKILL)  # wait statuses
@@ -38,6 +39,7 @@ class World:
         self.sent: list[tuple[int, signal.Signals]] = []
         self.exits: list[tuple[float, int, int]] = []  # (when, pid, wait status) not yet reaped
         self.signals: list[int] = []  # delivered one per wait, in order
+        self.later: list[tuple[float, int]] = []  # (when, signal): delivered at that time
         self.ignore_sigterm = ignore_sigterm
         self.answers = probe
 
@@ -71,6 +73,10 @@ class World:
         """A signal if one is due; SIGCHLD as soon as a process exits; else `timeout` passes."""
         if self.signals:
             return self.signals.pop(0)
+        if self.later and self.later[0][0] <= self.now + timeout:
+            when, signum = self.later.pop(0)
+            self.now = max(self.now, when)
+            return signum
         if self.exits and self.exits[0][0] <= self.now + timeout:
             self.now = max(self.now, self.exits[0][0])
             return signal.SIGCHLD
@@ -88,18 +94,18 @@ class World:
         return [pid for pid, sig in self.sent if sig == TERM]
 
 
-def supervisor(world: World, *, scheduler: bool = True) -> Supervisor:
+def supervisor(world: World, *, scheduler: bool = True, drain: float = 0.0) -> Supervisor:
     def child(role: str) -> Child:
         return Child(role, [role], {}, spawn=world.spawn, kill=world.kill)
 
     return Supervisor(
         child("scheduler") if scheduler else None, child("workers"),
         probe=world.probe if world.answers is not None else None,
-        waitpid=world.waitpid, clock=world.clock, wait=world.wait,
+        waitpid=world.waitpid, clock=world.clock, wait=world.wait, drain=drain,
     )  # fmt: skip
 
 
-def started(world: World, **options: bool) -> Supervisor:
+def started(world: World, **options: Any) -> Supervisor:
     """Both children started, as `run` starts them: the scheduler pid 101, the workers 102."""
     running = supervisor(world, **options)
     running.turn(timeout=0)
@@ -158,6 +164,26 @@ def test_a_second_signal_cuts_the_grace_and_everything_is_still_reaped(
     assert all(child.pid is None for child in running.children.values())
     assert world.exits == []
     assert "second stop signal: not waiting any longer" in caplog.text
+
+
+def test_draining_workers_get_their_budget_and_a_second_signal_still_hurries() -> None:
+    """Workers that drain on a stop (a worker-only container) get their drain budget before the
+    close's grace (AFTER_DRAIN), then SIGKILL; a second signal in the middle ends it at once."""
+    world = World(ignore_sigterm=True)
+    running = started(world, scheduler=False, drain=20.0)
+    world.signals.append(TERM)
+    began = world.now
+    run_to_the_end(running)
+    assert world.now - began == pytest.approx(20.0 + AFTER_DRAIN, abs=1.0)
+    assert [s for s in world.sent if s[1] == KILL] == [(-101, KILL)]
+
+    world = World(ignore_sigterm=True)
+    running = started(world, scheduler=False, drain=20.0)
+    began = world.now
+    world.signals.append(TERM)
+    world.later.append((began + 5.0, TERM))
+    assert run_to_the_end(running).hurried
+    assert world.now - began == pytest.approx(5.0, abs=1.0)
 
 
 def test_scheduler_death_stops_the_container_non_zero() -> None:

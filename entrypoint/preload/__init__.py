@@ -19,6 +19,8 @@ distributed makes the change stop working:
   the certificates it revokes closed (security.py, core.py).
 - viewer_comms: a viewer's certificate opens no comm (core.py, `Server.handle_comm`).
 - viewer_dashboard: a viewer's certificate only reads the HTTP ports (node.py).
+- drain_on_stop: a stop signal to `dask worker` moves its workers' results to other workers
+  first, within a budget (cli/dask_worker.py, nanny.py).
 
 distributed imports a preload while it constructs the server, before it listens on any port or
 builds its HTTP server or handler table: what `install()` changes at import is in place from the
@@ -32,6 +34,7 @@ from distributed.node import ServerNode
 from entrypoint.preload import (
     certificate_reload,
     client_versions,
+    drain_on_stop,
     handshake_timeout,
     http_client_certificates,
     lean_forkserver,
@@ -44,7 +47,7 @@ from entrypoint.preload import (
 # in this order: viewer_dashboard and revocation wrap what http_client_certificates installs
 for change in (
     handshake_timeout, http_client_certificates, client_versions, lean_forkserver,
-    viewer_comms, viewer_dashboard, revocation,
+    viewer_comms, viewer_dashboard, revocation, drain_on_stop,
 ):  # fmt: skip
     change.install()
 
@@ -54,3 +57,4 @@ def dask_setup(server: ServerNode) -> None:
     certificate_reload.setup(server)
     revocation.setup(server)
     retire_keeps_nanny.setup(server)
+    drain_on_stop.setup(server)

@@ -5,6 +5,7 @@ scheduler and a managed group the workers. The gcloud commands around it are in 
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -17,6 +18,7 @@ from entrypoint.contract import (
     CERT_VAR,
     CRL_VAR,
     DASHBOARD_PORT,
+    DRAIN_VAR,
     KEY_VAR,
     ROLE_VAR,
     SCHEDULER_ADDRESS_VAR,
@@ -26,11 +28,18 @@ from entrypoint.contract import (
     UID,
     file_var,
 )
+from entrypoint.supervisor import longest_stop
+from entrypoint.tools.registry import Repository, google_repository
 
 # the Secret Manager secrets' parts, and the variable each one's file is given in
 PART_VARS = {"cert": CERT_VAR, "key": KEY_VAR, "ca": CA_VAR, "crl": CRL_VAR}
 SERVICE = "/etc/systemd/system/dask-tls.service"
 ROLES = ("all", "scheduler", "worker")
+# Seconds a worker VM's stop may spend moving its results to other workers (DRAIN_TIMEOUT): a Spot
+# VM has 30 s from the ACPI soft-off to power-off, and the rest of the VM's shutdown needs some.
+WORKER_DRAIN = 20
+# docker's config, which names the credential helper, needs a writable HOME (COS's / is read-only)
+DOCKER_HOME = "/run/dask-tls-docker"
 UNIT = """\
 [Unit]
 Description=TLS-only Dask cluster, role {role} ({image})
@@ -43,7 +52,7 @@ ExecStart={docker_run}
 # `systemctl reload dask-tls`: fetch the PEMs again, then have the container re-read them
 ExecReload=/bin/bash {script}
 ExecReload=/usr/bin/docker kill -s HUP {container}
-ExecStop=/usr/bin/docker stop {container}
+{stop}
 # the restart policy; exit 78 (a configuration error) would only fail again
 Restart=always
 RestartSec=5
@@ -121,6 +130,7 @@ class Deployment:
     external_ip: bool = False
     nat: bool = False  # a Cloud NAT of the cluster's own instead of Private Google Access
     dns: str = "zonal"  # the project's internal DNS: "zonal" or "global" (projects before 2018)
+    spot: bool = False  # the worker VMs (never the scheduler's) are Spot VMs
 
     @property
     def service_account(self) -> str:
@@ -145,6 +155,16 @@ class Deployment:
         zone = f".{self.zone}" if self.dns == "zonal" else ""
         return f"{self.scheduler_vm}{zone}.c.{self.project}.internal"
 
+    @property
+    def repository(self) -> Repository | None:
+        """The Google repository the image comes from (None: another registry, no credentials)."""
+        return google_repository(self.image)
+
+
+def worker_stop_timeout() -> int:
+    """Seconds `docker stop` gives a worker container: its drain and close, and a second more."""
+    return math.ceil(longest_stop(WORKER_DRAIN)) + 1
+
 
 def docker_run(d: Deployment, role: str = "all") -> list[str]:
     """The exact command the VM runs: read-only root, tmpfs, non-root, PEMs from files, spill on a
@@ -152,7 +172,7 @@ def docker_run(d: Deployment, role: str = "all") -> list[str]:
     files = [f"{file_var(PART_VARS[part])}={SECRETS_MOUNT}/{part}" for part in d.secrets]
     env = [*files, *_role_env(d, role)]
     network = (
-        ["--network", "host"]
+        ["--network", "host", "--stop-timeout", str(worker_stop_timeout())]
         if role == "worker"
         else ["-p", f"{d.ports[0]}:{SCHEDULER_PORT}", "-p", f"{d.ports[1]}:{DASHBOARD_PORT}"]
     )
@@ -169,7 +189,7 @@ def _role_env(d: Deployment, role: str) -> list[str]:
         return [f"{ROLE_VAR}=scheduler"]
     if role == "worker":
         address = f"{SCHEDULER_ADDRESS_VAR}=tls://{d.scheduler_host}:{SCHEDULER_PORT}"
-        return [f"{ROLE_VAR}=worker", address, *sizing]
+        return [f"{ROLE_VAR}=worker", address, f"{DRAIN_VAR}={WORKER_DRAIN}", *sizing]
     return sizing
 
 
@@ -187,9 +207,48 @@ def unit(d: Deployment, role: str = "all") -> str:
     scripts = [d.script, *([d.open_ports_script] if role == "worker" else [])]
     return UNIT.format(
         role=role, image=d.image, script=d.script, container=d.container,
-        start_pre="\n".join(f"ExecStartPre=/bin/bash {script}" for script in scripts),
-        docker_run=shlex.join(docker_run(d, role)),
+        start_pre="\n".join([
+            *_leftover_removal(d),
+            *(f"ExecStartPre=/bin/bash {script}" for script in scripts),
+            *_registry_credentials(d),
+        ]),
+        docker_run=shlex.join(docker_run(d, role)), stop="\n".join(_stop(d, role)),
     )  # fmt: skip
+
+
+def _leftover_removal(d: Deployment) -> list[str]:
+    return [
+        "# a container of this name left by an unclean end (a crash, dockerd killed) would stop",
+        "# `docker run`; `-`: none to remove is the usual case",
+        f"ExecStartPre=-/usr/bin/docker rm -f {d.container}",
+    ]
+
+
+def _registry_credentials(d: Deployment) -> list[str]:
+    """A private image: docker pulls it with the VM's service account, through COS's
+    docker-credential-gcr (its config in a HOME of the unit's own: COS's / is read-only)."""
+    if (repository := d.repository) is None:
+        return []
+    return [
+        f"# pulls from {repository.host} with the VM's service account",
+        f"Environment=HOME={DOCKER_HOME}",
+        f"RuntimeDirectory={PurePosixPath(DOCKER_HOME).name}",
+        f"ExecStartPre=/usr/bin/docker-credential-gcr configure-docker --registries "
+        f"{repository.host}",
+    ]
+
+
+def _stop(d: Deployment, role: str) -> list[str]:
+    """A worker container drains on a stop (WORKER_DRAIN): `docker stop` and systemd wait for
+    it; other roles stop in about a second."""
+    if role != "worker":
+        return [f"ExecStop=/usr/bin/docker stop {d.container}"]
+    timeout = worker_stop_timeout()
+    return [
+        f"# its workers first hand their results to other workers, for up to {WORKER_DRAIN} s",
+        f"ExecStop=/usr/bin/docker stop -t {timeout} {d.container}",
+        f"TimeoutStopSec={timeout + 5}",
+    ]
 
 
 def user_data(d: Deployment, role: str = "all") -> str:

@@ -16,6 +16,7 @@ from entrypoint.contract import CLUSTER_PEM, CRL_PEM, DASHBOARD_PORT, SCHEDULER_
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
 from entrypoint.tools.gcloud_apply import Check, Step, apply, printed
+from entrypoint.tools.registry import google_repository
 
 PORTS = f"{SCHEDULER_PORT}/{DASHBOARD_PORT}"
 
@@ -55,6 +56,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="a Cloud NAT of its own, not Private Google Access")  # fmt: skip
     many.add_argument("--dns", choices=("zonal", "global"), default="zonal",
                       help="the project's internal DNS names (default: zonal; README)")  # fmt: skip
+    many.add_argument("--spot", action="store_true",
+                      help="worker VMs as Spot VMs (the scheduler VM never is)")  # fmt: skip
     change = many.add_mutually_exclusive_group()
     change.add_argument("--resize", type=_count(0), metavar="N", help="resize the worker group")
     change.add_argument("--delete", action="store_true", help="delete all that --worker-vms made")
@@ -74,6 +77,7 @@ def gce_commands(args: argparse.Namespace) -> tuple[list[Step], str]:
     Raises ToolError before anything is written."""
     many = args.worker_vms is not None or args.resize is not None or args.delete
     deployment = gce_deployment(args, many)
+    check_fleet_options(args, deployment, many)
     if args.resize is not None:
         return [*gcloud.resize(deployment, args.resize)], ""
     if args.delete:
@@ -126,6 +130,7 @@ def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
         secrets_dir=args.secrets_dir, container=args.container, ports=tuple(args.ports),
         worker_vms=args.worker_vms or 0, worker_machine_type=args.worker_machine_type or "",
         network=args.network, external_ip=args.external_ip, nat=args.nat, dns=args.dns,
+        spot=args.spot,
     )  # fmt: skip
 
 
@@ -156,6 +161,8 @@ def cluster_commands(
     print(f"wrote {files['scheduler']}, {files['worker']}: cloud-init for Container-Optimized OS",
           file=sys.stderr)  # fmt: skip
     flags = [flag for flag, given in (("--no-ca", args.no_ca), ("--nat", args.nat)) if given]
+    if deployment.repository:  # --delete then takes the account's right to pull back
+        flags += ["--image", args.image]
     same = shlex.join(["gce", "--project", args.project, "--name", args.name, "--zone", args.zone,
                        *flags])  # fmt: skip
     print(f"resize: {same} --resize N\ndelete: {same} --delete", file=sys.stderr)
@@ -199,6 +206,18 @@ def reach_note(d: gce.Deployment) -> str:
         f"no external IPs: the VMs pull the image and read Secret Manager through {way}; "
         f"clients connect from inside network {d.network} (or use --external-ip){warning}"
     )
+
+
+def check_fleet_options(args: argparse.Namespace, deployment: gce.Deployment, many: bool) -> None:
+    """The image's name must say its repository when it is Google's (the service account is
+    given the right to pull from it); Spot VMs are only ever the workers."""
+    try:
+        google_repository(deployment.image)
+    except ValueError as error:
+        raise refusal("--image", str(error), "give the image's full name in its registry") from None
+    if args.spot and not many:
+        raise refusal("--spot", "makes the worker VMs Spot, and one VM runs the scheduler too",
+                      "give --worker-vms N as well")  # fmt: skip
 
 
 def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool) -> str:

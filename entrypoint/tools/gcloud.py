@@ -22,12 +22,15 @@ SERVICES = ("compute.googleapis.com", "secretmanager.googleapis.com", "iam.googl
 REGISTRY_SERVICE = "artifactregistry.googleapis.com"
 # the flags that say where a thing is, as its describe command takes them
 LOCATION_FLAGS = ("--project", "--zone", "--region", "--router")
+REGISTRY_READER = "roles/artifactregistry.reader"
 
 
 def single_vm(d: Deployment, user_data_file: str, certs: str) -> list[Command]:
-    """Secrets, a service account that may read them, the firewall rule, the VM."""
+    """Secrets, a service account that may read them (and pull the image), the firewall rule, the
+    VM."""
     return [
         *_secrets(d, certs),
+        *_registry_reader(d),
         ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-tls", *_project(d),
          "--direction", "INGRESS", "--allow", _dask_ports(d), "--target-tags", d.tag,
          "--source-ranges", ",".join(d.source_ranges)],
@@ -43,11 +46,13 @@ def cluster(
 ) -> list[Command]:
     """Secrets and their reader; two firewall rules by tag: every TCP port between the cluster's
     VMs (the workers' and nannies' ports are random) and 8786/8787 from the client ranges to the
-    scheduler only; the scheduler VM; the workers' instance template and managed group."""
+    scheduler only; the scheduler VM; the workers' instance template (Spot VMs with --spot) and
+    managed group."""
     vm = [*COS, "--network", d.network, "--service-account", d.service_account,
           "--scopes", "cloud-platform", *([] if d.external_ip else ["--no-address"])]  # fmt: skip
     return [
         *_secrets(d, certs),
+        *_registry_reader(d),
         ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-internal", *_project(d),
          "--network", d.network, "--direction", "INGRESS", "--allow", "tcp",
          "--source-tags", d.tag, "--target-tags", d.tag],
@@ -59,8 +64,8 @@ def cluster(
          "--tags", f"{d.tag},{_scheduler_tag(d)}",
          "--metadata-from-file", f"user-data={scheduler_user_data}"],
         ["gcloud", "compute", "instance-templates", "create", _template(d), *_project(d),
-         "--machine-type", d.worker_machine_type or d.machine_type, *vm, "--tags", d.tag,
-         "--metadata-from-file", f"user-data={worker_user_data}"],
+         "--machine-type", d.worker_machine_type or d.machine_type, *vm, *_spot(d),
+         "--tags", d.tag, "--metadata-from-file", f"user-data={worker_user_data}"],
         ["gcloud", "compute", "instance-groups", "managed", "create", _group(d), *_project(d),
          "--zone", d.zone, "--template", _template(d), "--size", str(d.worker_vms),
          "--base-instance-name", f"{d.name}-worker"],
@@ -85,6 +90,7 @@ def delete(d: Deployment) -> list[Command]:
         ["gcloud", "compute", "firewall-rules", "delete", f"{d.name}-internal",
          f"{d.name}-clients", *quiet],
         *(["gcloud", "secrets", "delete", secret, *quiet] for secret in d.secrets.values()),
+        *_registry_reader(d, "remove-iam-policy-binding"),
         ["gcloud", "iam", "service-accounts", "delete", d.service_account, *quiet],
     ]  # fmt: skip
 
@@ -187,6 +193,28 @@ def _secrets(d: Deployment, certs: str) -> list[Command]:
              "--role", "roles/secretmanager.secretAccessor"],
         ]  # fmt: skip
     return commands
+
+
+def _registry_reader(d: Deployment, verb: str = "add-iam-policy-binding") -> list[Command]:
+    """The service account's right to pull the image from its Google repository (or, with
+    "remove-iam-policy-binding", its removal); none for an image on another registry."""
+    if (repository := d.repository) is None:
+        return []
+    return [
+        ["gcloud", "artifacts", "repositories", verb, repository.name,
+         "--project", repository.project, "--location", repository.location,
+         "--member", f"serviceAccount:{d.service_account}", "--role", REGISTRY_READER],
+    ]  # fmt: skip
+
+
+def _spot(d: Deployment) -> Command:
+    """Spot worker VMs: preempted, each is deleted, and the managed group creates it again from
+    the template once Compute Engine has room (a repair: the group keeps its size)."""
+    return (
+        ["--provisioning-model", "SPOT", "--instance-termination-action", "DELETE"]
+        if d.spot
+        else []
+    )
 
 
 def _dask_ports(d: Deployment) -> str:
