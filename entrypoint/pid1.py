@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+from entrypoint import forks
 from entrypoint.children import Child
 from entrypoint.cluster import (
     LOG_FORMAT,
@@ -42,7 +43,8 @@ def reachable(address: str, timeout: float = 2.0) -> Probe:
 
 def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
     def child(role: str, log_tag: str, command: list[str]) -> Child:
-        return Child(role, command, child_environment(environ, plan, log_tag))
+        env = child_environment(environ, plan, log_tag)
+        return Child(role, command, env, spawn=forks.spawn)
 
     return Supervisor(
         child("scheduler", "scheduler", scheduler_command(plan)) if plan.runs_scheduler else None,
@@ -58,7 +60,10 @@ def main(argv: list[str]) -> int:
     )
     directory = Path(argv[1])
     try:
-        supervisor = supervisor_for(Plan.load(directory), dict(os.environ))
+        plan, environ = Plan.load(directory), dict(os.environ)
+        # signals stay blocked meanwhile: one sent now waits for the supervisor's handlers
+        forks.warm_up({**environ, **child_environment(environ, plan, "supervisor")})
+        supervisor = supervisor_for(plan, environ)
         supervisor.install_signal_handlers()
         stop = supervisor.run()
     finally:

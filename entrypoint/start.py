@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from entrypoint import scratch, settings, tls
-from entrypoint.cluster import LOG_FORMAT, Plan, clean_environment
+from entrypoint.cluster import LOG_FORMAT, Plan, pid1_environment
 from entrypoint.contract import (
     CA_FILE,
     CA_VAR,
@@ -139,7 +139,7 @@ def prepare(directory: Path) -> dict[str, str]:
         },
     )
     log.info("%s", describe(plan))
-    return clean_environment(environ)
+    return pid1_environment(environ)
 
 
 def validate(environ: Mapping[str, str]) -> tuple[settings.Settings, tls.Material]:

@@ -1,0 +1,151 @@
+"""One interpreter's imports for the whole container. PID 1 imports distributed once (`warm_up`)
+and forks the scheduler and `dask worker` from itself (`spawn`, a drop-in for `children.spawn`);
+`dask worker` forks a forkserver before its event loop starts (`preload.forked_forkserver`), and
+its nannies' worker processes fork from that. Nothing on the way to a ready cluster imports
+distributed a second time, and every page those imports filled is shared by all the processes:
+the cgroup counts it once.
+
+A fork copies the calling thread and every byte of the process: a lock another thread held stays
+held for ever, an event loop's selector and callbacks are shared with the parent. `fork` refuses
+(ForkRefused) while any other thread, native ones included, or any event loop exists; the forks
+here happen before any of them is made. The child starts as a spawned process would: in a
+process group of its own, default signal handlers and an empty signal mask, its own environment
+and dask config, distributed's logging set up afresh with its own log tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import gc
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from entrypoint.signals import HANDLED
+
+log = logging.getLogger("entrypoint")
+WARM_MODULES = ("distributed",)  # what PID 1 imports before its first fork
+WORKERS_MODULE = "distributed.cli.dask_worker"
+COMM = {"distributed.cli.dask_scheduler": "dask-scheduler", WORKERS_MODULE: "dask-worker"}
+EXIT_CRASHED = 70  # EX_SOFTWARE: the child's own code raised
+
+
+class ForkRefused(RuntimeError):
+    """A fork now would copy a thread's or an event loop's state half-way."""
+
+
+def fork_problem() -> str | None:
+    """None when this process may fork: it has one thread (the kernel's count, so native threads,
+    e.g. a BLAS pool, count too) and no asyncio event loop, running or not. Else what is wrong."""
+    threads = len(list(Path("/proc/self/task").iterdir()))
+    if threads > 1:
+        return f"{threads} threads"
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    if loops:
+        return f"an event loop exists: {loops[0]!r}"
+    return None
+
+
+def warm_up(environ: Mapping[str, str]) -> None:
+    """Import WARM_MODULES under `environ` (the children's environment, less their log tags: what
+    distributed reads from the config at import is then what they would read). The gc stays off
+    until the first fork: no collection leaves holes in the pages the forks will share."""
+    gc.disable()
+    os.environ.clear()
+    os.environ.update(environ)
+    for module in WARM_MODULES:
+        importlib.import_module(module)
+
+
+def fork(run: Callable[[], int]) -> int:
+    """Fork; the child runs `run` and exits with the code it returns (or raises), never coming
+    back here. PID 1's signals are blocked across the fork until the child has the default
+    handlers: one sent to the new pid at once is never queued by a copy of PID 1's handler."""
+    problem = fork_problem()
+    if problem:
+        raise ForkRefused(f"not forking with {problem}")
+    gc.freeze()  # what exists now is shared: the children's gc never touches it (no copy)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    pid = os.fork()
+    if pid == 0:
+        for signum in HANDLED:  # never the parent's handlers (PID 1's would only queue)
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        os._exit(_child(run))
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    gc.enable()  # for what PID 1 makes from now on; the frozen objects stay out of its reach
+    return pid
+
+
+def _child(run: Callable[[], int]) -> int:
+    code = EXIT_CRASHED
+    try:
+        code = run()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # what a normal exit of the interpreter would do (multiprocessing's forked children too)
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    return code
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> int:
+    """`children.spawn` by fork: run `argv` (`python -P -m MODULE ARGS...`, a distributed CLI) in
+    a child of this process, in a process group of its own."""
+    pid = fork(lambda: become(argv, env))
+    # here as well as in the child: whichever runs first, the group exists before PID 1 signals it
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or in it already
+        os.setpgid(pid, pid)
+    return pid
+
+
+def become(argv: list[str], env: dict[str, str]) -> int:
+    """In the child: turn into what `argv` would have started, and run it."""
+    os.setpgid(0, 0)
+    gc.enable()
+    os.environ.clear()
+    os.environ.update(env)
+    module, args = _module_and_args(argv)
+    sys.argv = [module, *args]
+    _fresh_config_and_logging()
+    Path("/proc/self/comm").write_text(COMM.get(module, "dask"))  # what ps and top show
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # as children.spawn leaves it
+    if module == WORKERS_MODULE:
+        from entrypoint.preload import forked_forkserver
+
+        forked_forkserver.start(fork)
+    command = importlib.import_module(module).main
+    command.main(args=args, prog_name=module, standalone_mode=True)
+    return 0
+
+
+def _module_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    at = argv.index("-m")
+    return argv[at + 1], argv[at + 2 :]
+
+
+def _fresh_config_and_logging() -> None:
+    """dask's config from this process's environment, and distributed's logging set up from it
+    (its format carries the log tag), as a new interpreter would have them."""
+    import dask.config
+    from distributed.config import initialize_logging
+
+    dask.config.refresh()
+    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            logger.handlers.clear()
+    initialize_logging(dask.config.config)
