@@ -32,7 +32,14 @@ from pathlib import Path
 from entrypoint.signals import HANDLED
 
 log = logging.getLogger("entrypoint")
-WARM_MODULES = ("distributed",)  # what PID 1 imports before its first fork
+# What PID 1 imports before its first fork; the scheduler's dashboard (bokeh) only where a
+# scheduler runs. With both in place the scheduler listens as soon as it is forked, before the
+# nannies' first try to register: no retry, whose backoff grows under load, delays them.
+WARM_MODULES = ("distributed",)
+DASHBOARD_MODULES = ("distributed.dashboard.scheduler",)
+# every worker process imports these as it starts (`nanny.py`, `_run`: dask.multiprocessing's
+# `default_initializer` reseeds numpy.random): once here, they are shared by all N
+WORKER_MODULES = ("dask.multiprocessing", "numpy.random")
 WORKERS_MODULE = "distributed.cli.dask_worker"
 COMM = {"distributed.cli.dask_scheduler": "dask-scheduler", WORKERS_MODULE: "dask-worker"}
 EXIT_CRASHED = 70  # EX_SOFTWARE: the child's own code raised
@@ -54,15 +61,19 @@ def fork_problem() -> str | None:
     return None
 
 
-def warm_up(environ: Mapping[str, str]) -> None:
-    """Import WARM_MODULES under `environ` (the children's environment, less their log tags: what
+def warm_up(environ: Mapping[str, str], modules: tuple[str, ...]) -> None:
+    """Import `modules` under `environ` (the children's environment, less their log tags: what
     distributed reads from the config at import is then what they would read). The gc stays off
-    until the first fork: no collection leaves holes in the pages the forks will share."""
+    until the first fork: no collection leaves holes in the pages the forks will share. A module
+    that cannot be imported is left to the child that needs it, to fail there as it would."""
     gc.disable()
     os.environ.clear()
     os.environ.update(environ)
-    for module in WARM_MODULES:
-        importlib.import_module(module)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            log.warning("not imported before forking: %s", error)
 
 
 def fork(run: Callable[[], int]) -> int:
