@@ -87,10 +87,14 @@ def fork(run: Callable[[], int]) -> int:
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     pid = os.fork()
     if pid == 0:
-        for signum in HANDLED:  # never the parent's handlers (PID 1's would only queue)
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        os._exit(_child(run))
+        code = EXIT_CRASHED
+        try:
+            for signum in HANDLED:  # never the parent's handlers (PID 1's would only queue)
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            code = _child(run)
+        finally:
+            os._exit(code)  # whatever happened: never back into the parent's code
     signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     gc.enable()  # for what PID 1 makes from now on; the frozen objects stay out of its reach
     return pid
@@ -104,11 +108,11 @@ def _child(run: Callable[[], int]) -> int:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException:
         traceback.print_exc()
-    finally:
-        # what a normal exit of the interpreter would do (multiprocessing's forked children too)
-        threading._shutdown()  # type: ignore[attr-defined]
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
+    # what a normal exit of the interpreter does (multiprocessing's forked children too)
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):  # closed, as the resource tracker does
             stream.flush()
     return code
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -79,16 +80,16 @@ class Container:
         # env -i: a docker exec inherits the container's environment, PEM included
         return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
 
-    def pid_of(self, module: str) -> str:
-        """The pid of the process running `python -m module` in the container."""
-        pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
-        found = self.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
-        [path] = found.split()
-        return path.split("/")[2]
+    def pid_of(self, role: str) -> str:
+        """The pid of PID 1's child `role` ("scheduler", "workers") as the supervisor last started
+        it: the processes are forks of PID 1 and share its command line."""
+        started = re.findall(rf"entrypoint: {role}\[(\d+)\] started", self.logs())
+        assert started, f"no {role} started:\n{self.logs()}"
+        return str(started[-1])
 
     def kill_worker_group(self) -> None:
         """SIGKILL the `dask worker` process; return once the supervisor has logged its death."""
-        pid = self.pid_of("distributed.cli.dask_worker")
+        pid = self.pid_of("workers")
         self.exec("/bin/sh", "-c", f"kill -KILL {pid}")
         death = f"workers[{pid}] was killed by SIGKILL"
         self.wait_until(lambda: death in self.logs(), "the death logged")

@@ -186,9 +186,7 @@ def test_one_setting_makes_every_port_tls_1_3_only(
 
 
 def scheduler_open_files(container: Container) -> int:
-    pid = container.exec("/bin/sh", "-c", "grep -l dask_schedule[r] /proc/[0-9]*/cmdline").split(
-        "/"
-    )[2]
+    pid = container.pid_of("scheduler")
     return len(container.exec("/bin/ls", f"/proc/{pid}/fd").split())
 
 
