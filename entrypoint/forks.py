@@ -32,16 +32,18 @@ from pathlib import Path
 from entrypoint.signals import HANDLED
 
 log = logging.getLogger("entrypoint")
-# What PID 1 imports before its first fork; the scheduler's dashboard (bokeh) only where a
-# scheduler runs. With both in place the scheduler listens as soon as it is forked, before the
-# nannies' first try to register: no retry, whose backoff grows under load, delays them.
-WARM_MODULES = ("distributed",)
-DASHBOARD_MODULES = ("distributed.dashboard.scheduler",)
-# every worker process imports these as it starts (`nanny.py`, `_run`: dask.multiprocessing's
-# `default_initializer` reseeds numpy.random): once here, they are shared by all N
-WORKER_MODULES = ("dask.multiprocessing", "numpy.random")
-WORKERS_MODULE = "distributed.cli.dask_worker"
-COMM = {"distributed.cli.dask_scheduler": "dask-scheduler", WORKERS_MODULE: "dask-worker"}
+WARM_MODULES = ("distributed",)  # what PID 1 imports before its first fork
+SCHEDULER_MODULE, WORKERS_MODULE = "distributed.cli.dask_scheduler", "distributed.cli.dask_worker"
+# What PID 1 imports just before it forks each: the scheduler's dashboard (bokeh), so that the
+# scheduler listens as soon as it is forked, before the nannies' first try to register (no retry,
+# whose backoff grows under load, delays them); what every worker process imports as it starts
+# (`nanny.py`, `_run`: dask.multiprocessing's `default_initializer` reseeds numpy.random), so
+# that all N share it. The scheduler is forked first: the workers' imports are off its path.
+CHILD_MODULES = {
+    SCHEDULER_MODULE: ("distributed.dashboard.scheduler",),
+    WORKERS_MODULE: ("dask.multiprocessing", "numpy.random"),
+}
+COMM = {SCHEDULER_MODULE: "dask-scheduler", WORKERS_MODULE: "dask-worker"}
 EXIT_CRASHED = 70  # EX_SOFTWARE: the child's own code raised
 
 
@@ -61,14 +63,19 @@ def fork_problem() -> str | None:
     return None
 
 
-def warm_up(environ: Mapping[str, str], modules: tuple[str, ...]) -> None:
+def warm_up(environ: Mapping[str, str], modules: tuple[str, ...] = WARM_MODULES) -> None:
     """Import `modules` under `environ` (the children's environment, less their log tags: what
-    distributed reads from the config at import is then what they would read). The gc stays off
-    until the first fork: no collection leaves holes in the pages the forks will share. A module
-    that cannot be imported is left to the child that needs it, to fail there as it would."""
-    gc.disable()
+    distributed reads from the config at import is then what they would read)."""
     os.environ.clear()
     os.environ.update(environ)
+    import_modules(modules)
+
+
+def import_modules(modules: tuple[str, ...]) -> None:
+    """The gc stays off until the next fork: no collection leaves holes in the pages the forks
+    will share. A module that cannot be imported is left to the child that needs it, to fail
+    there as it would."""
+    gc.disable()
     for module in modules:
         try:
             importlib.import_module(module)
@@ -120,6 +127,7 @@ def _child(run: Callable[[], int]) -> int:
 def spawn(argv: list[str], env: dict[str, str]) -> int:
     """`children.spawn` by fork: run `argv` (`python -P -m MODULE ARGS...`, a distributed CLI) in
     a child of this process, in a process group of its own."""
+    import_modules(CHILD_MODULES.get(_module_and_args(argv)[0], ()))
     pid = fork(lambda: become(argv, env))
     # here as well as in the child: whichever runs first, the group exists before PID 1 signals it
     with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or in it already

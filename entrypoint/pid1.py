@@ -41,12 +41,6 @@ def reachable(address: str, timeout: float = 2.0) -> Probe:
     return probe
 
 
-def warm(plan: Plan) -> tuple[str, ...]:
-    """What PID 1 imports before it forks the processes of `plan`."""
-    scheduler = forks.DASHBOARD_MODULES if plan.runs_scheduler else ()
-    return forks.WARM_MODULES + scheduler + (forks.WORKER_MODULES if plan.runs_workers else ())
-
-
 def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
     def child(role: str, log_tag: str, command: list[str]) -> Child:
         env = child_environment(environ, plan, log_tag)
@@ -68,7 +62,7 @@ def main(argv: list[str]) -> int:
     try:
         plan, environ = Plan.load(directory), dict(os.environ)
         # signals stay blocked meanwhile: one sent now waits for the supervisor's handlers
-        forks.warm_up({**environ, **child_environment(environ, plan, "supervisor")}, warm(plan))
+        forks.warm_up({**environ, **child_environment(environ, plan, "supervisor")})
         supervisor = supervisor_for(plan, environ)
         supervisor.install_signal_handlers()
         stop = supervisor.run()

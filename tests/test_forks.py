@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from dask.utils import parse_bytes
 
-from entrypoint.cluster import LOG_FORMAT, Plan, pid1_environment
+from entrypoint.cluster import LOG_FORMAT, pid1_environment
 from tests.containers import Container, docker
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG = 60  # seconds: a bound that only catches a hang
-FULL_PLAN = Plan(directory="/nonexistent", workers=2, threads_per_worker=1, memory_per_worker=None)
 
 
 def pid1_like_environment() -> dict[str, str]:
@@ -48,11 +47,12 @@ def test_pid1s_imports_leave_it_fork_safe() -> None:
     thread and no event loop: numpy's BLAS pool stays unstarted (OPENBLAS_NUM_THREADS=1 from the
     nannies' pre-spawn variables, in PID 1's environment)."""
     assert pid1_like_environment()["OPENBLAS_NUM_THREADS"] == "1"
-    code = f"""
+    code = """
         import os
-        from entrypoint import forks, pid1
-        from entrypoint.cluster import Plan
-        forks.warm_up(dict(os.environ), pid1.warm(Plan(**{FULL_PLAN.__dict__!r})))
+        from entrypoint import forks
+        forks.warm_up(dict(os.environ))
+        for modules in forks.CHILD_MODULES.values():
+            forks.import_modules(modules)
         print(forks.fork_problem())
     """
     assert run(code) == "None"
@@ -70,7 +70,7 @@ def test_without_pid1s_environment_numpy_starts_a_thread_and_forks_are_refused()
     code = """
         import os
         from entrypoint import forks
-        forks.warm_up(dict(os.environ), forks.WARM_MODULES)
+        forks.warm_up(dict(os.environ))
         try:
             forks.fork(lambda: 0)
         except forks.ForkRefused as refused:
@@ -147,7 +147,7 @@ def spawn_probe(
         from entrypoint import forks
         queued = []
         signal.signal(signal.SIGTERM, lambda signum, frame: queued.append(signum))
-        forks.warm_up(dict(os.environ), forks.WARM_MODULES)
+        forks.warm_up(dict(os.environ))
         pid = forks.spawn({argv!r}, {child_env!r})
         if {sigterm_at_once!r}:
             os.kill(pid, signal.SIGTERM)
