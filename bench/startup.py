@@ -18,7 +18,7 @@ TOP_IMPORTS = 5
 READY_TARGET, MEMORY_TARGET, STOP_TARGET = 0.5, 0.6, 1.0  # ratio, ratio, seconds
 # our log lines that mark the critical path, in order: (label, text of the first such line)
 MILESTONES = (
-    ("checked", "entrypoint[1] INFO entrypoint: role "),
+    ("checked", "INFO entrypoint: role "),  # the checks' last line (beside PID 1's imports)
     ("scheduler forked", "entrypoint: scheduler["),
     ("scheduler listening", "Scheduler at:"),
     ("nanny registered", "Start Nanny at:"),

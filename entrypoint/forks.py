@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from entrypoint.signals import HANDLED
@@ -63,12 +63,11 @@ def fork_problem() -> str | None:
     return None
 
 
-def warm_up(environ: Mapping[str, str], modules: tuple[str, ...] = WARM_MODULES) -> None:
-    """Import `modules` under `environ` (the children's environment, less their log tags: what
-    distributed reads from the config at import is then what they would read)."""
-    os.environ.clear()
-    os.environ.update(environ)
-    import_modules(modules)
+def warm_up() -> None:
+    """Import WARM_MODULES. PID 1's environment holds every DASK_* variable the children get but
+    the fixed keys and the log format (cluster.child_environment), which distributed reads only as
+    a server starts, and `become` anew: what it reads at import is what the children would."""
+    import_modules(WARM_MODULES)
 
 
 def import_modules(modules: tuple[str, ...]) -> None:

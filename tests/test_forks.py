@@ -50,7 +50,7 @@ def test_pid1s_imports_leave_it_fork_safe() -> None:
     code = """
         import os
         from entrypoint import forks
-        forks.warm_up(dict(os.environ))
+        forks.warm_up()
         for modules in forks.CHILD_MODULES.values():
             forks.import_modules(modules)
         print(forks.fork_problem())
@@ -70,7 +70,7 @@ def test_without_pid1s_environment_numpy_starts_a_thread_and_forks_are_refused()
     code = """
         import os
         from entrypoint import forks
-        forks.warm_up(dict(os.environ))
+        forks.warm_up()
         try:
             forks.fork(lambda: 0)
         except forks.ForkRefused as refused:
@@ -147,7 +147,7 @@ def spawn_probe(
         from entrypoint import forks
         queued = []
         signal.signal(signal.SIGTERM, lambda signum, frame: queued.append(signum))
-        forks.warm_up(dict(os.environ))
+        forks.warm_up()
         pid = forks.spawn({argv!r}, {child_env!r})
         if {sigterm_at_once!r}:
             os.kill(pid, signal.SIGTERM)
