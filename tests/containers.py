@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
@@ -129,6 +129,16 @@ class Container:
 
     def remove(self) -> None:
         remove_container(self.name)
+
+
+def healthy_container(image: str, env: Mapping[str, str]) -> Iterator[Container]:
+    """A container of `image` with `env`, once healthy; removed afterwards (a fixture's body)."""
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        yield container
+    finally:
+        container.remove()
 
 
 def logs_of(container: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from distributed import Client
 from distributed.scheduler import KilledWorker
 
-from tests.containers import Container, docker
+from tests.containers import Container, docker, healthy_container
 from tests.material import ClusterMaterial, client_security
 
 pytestmark = pytest.mark.container
@@ -28,12 +28,7 @@ def one_worker(image: str, material: ClusterMaterial) -> Iterator[Container]:
         "MEMORY_PER_WORKER": "400MiB",
         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
     }
-    container = Container(image, env)
-    try:
-        container.wait_healthy()
-        yield container
-    finally:
-        container.remove()
+    yield from healthy_container(image, env)
 
 
 def test_a_killed_worker_is_replaced(cluster: Container, client: Client) -> None:

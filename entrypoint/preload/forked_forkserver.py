@@ -44,13 +44,7 @@ def start_resource_tracker(fork: Fork) -> int:
         resource_tracker.main(reader)
         return 0
 
-    try:
-        pid = fork(track)
-    except BaseException:
-        os.close(writer)
-        raise
-    finally:
-        os.close(reader)
+    pid = fork_holding(fork, track, ours=writer, theirs=reader)
     tracker: Any = resource_tracker._resource_tracker
     tracker._fd, tracker._pid = writer, pid
     return pid
@@ -73,15 +67,21 @@ def start_forkserver(fork: Fork) -> int:
             forkserver.main(listener.fileno(), alive_r, [])
             return 0
 
-        try:
-            pid = fork(serve)
-        except BaseException:
-            os.close(alive_w)
-            raise
-        finally:
-            os.close(alive_r)
+        pid = fork_holding(fork, serve, ours=alive_w, theirs=alive_r)
     server: Any = forkserver._forkserver  # the singleton every ForkServer call goes through
     server._forkserver_address = address
     server._forkserver_alive_fd = alive_w
     server._forkserver_pid = pid
     return pid
+
+
+def fork_holding(fork: Fork, run: Callable[[], int], *, ours: int, theirs: int) -> int:
+    """`fork(run)` where `run` keeps the pipe end `theirs` and we keep `ours`: each closes the
+    other's (ours too, if the fork fails)."""
+    try:
+        return fork(run)
+    except BaseException:
+        os.close(ours)
+        raise
+    finally:
+        os.close(theirs)
