@@ -36,6 +36,7 @@ from dask.utils import format_bytes, parse_bytes
 from distributed import Client, wait
 from distributed.security import Security
 
+from bench import startup
 from entrypoint.tools.certs import Issued, blogs_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,9 @@ DRAIN_RUNS = 3
 DRAIN_BUDGET = "120"  # seconds: enough to measure how long moving everything takes
 EXTRAS = ("sizes", "shuffle", "drain")
 TARGETS = {  # metric: (largest allowed ratio to the seed, or None), absolute limit, unit
-    "ready_s": (0.5, None),
-    "stop_s": (None, 1.0),
-    "idle_memory_bytes": (0.7, None),
+    "ready_s": (startup.READY_TARGET, None),
+    "stop_s": (None, startup.STOP_TARGET),
+    "idle_memory_bytes": (startup.MEMORY_TARGET, None),
     "bytes_added": (0.6, None),
     "rebuild_s": (None, 10.0),
 }
@@ -117,6 +118,17 @@ def timed_build(images: Images, which: str, context: Path, cold: bool) -> float:
     return time.perf_counter() - started
 
 
+def measure_builds(images: Images, order: list[str], base_size: int, samples: Samples) -> None:
+    """One round of cold builds, then rebuilds after a code-only change, of each image."""
+    context = code_change_context()
+    for which in order:  # a cold build prunes the cache: each rebuild follows its own
+        samples["cold_build_s"][which].append(build(images, which, ROOT, cold=True))
+        samples["rebuild_s"][which].append(build(images, which, context, cold=False))
+        size = int(docker("image", "inspect", "-f", "{{.Size}}", images.tags[which]))
+        samples["bytes_added"][which].append(size - base_size)
+    shutil.rmtree(context)
+
+
 def code_change_context() -> Path:
     """A copy of the build context with one line of code changed in each image."""
     context = Path(tempfile.mkdtemp(prefix="bench-context-"))
@@ -134,9 +146,13 @@ def code_change_context() -> Path:
     return context
 
 
-def run_once(tag: str, env: dict[str, str], workers: int, security: Security) -> dict[str, float]:
-    """Start, time to ready, read idle memory and processes, time the stop; always remove."""
+def run_once(
+    tag: str, env: dict[str, str], workers: int, security: Security, *, milestones: bool = False
+) -> dict[str, float]:
+    """Start, time to ready, read idle memory and processes, time the stop; always remove. With
+    `milestones`, also when our log lines that mark the critical path came (startup.MILESTONES)."""
     name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    wall_started = time.time()
     started = time.perf_counter()
     docker("run", "-d", "--name", name, *[a for k in env for a in ("-e", k)], tag, env=env)
     try:
@@ -150,6 +166,7 @@ def run_once(tag: str, env: dict[str, str], workers: int, security: Security) ->
             docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0]
         )
         processes = len(docker("top", name, "-eo", "pid").splitlines()) - 1
+        marks = startup.milestones(stamped_logs(name), wall_started) if milestones else {}
         stopping = time.perf_counter()
         docker("stop", name, timeout=60)
         stop = time.perf_counter() - stopping
@@ -162,7 +179,25 @@ def run_once(tag: str, env: dict[str, str], workers: int, security: Security) ->
         "processes": processes,
         "stop_s": stop,
         "exit_code": exit_code,
+        **marks,
     }
+
+
+def stamped_logs(name: str) -> str:
+    """`docker logs -t`, both streams (our processes log to stderr)."""
+    result = subprocess.run(
+        [DOCKER, "logs", "-t", name], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout + result.stderr
+
+
+def run_python(tag: str, args: list[str]) -> str:
+    """What the image's Python prints to stderr (where -X importtime writes) running `args`."""
+    result = subprocess.run(
+        [DOCKER, "run", "--rm", "--entrypoint", "/opt/venv/bin/python", tag, *args],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return result.stderr
 
 
 @contextlib.contextmanager
@@ -510,11 +545,13 @@ def chart(
         axis.set_title(title)
         axis.set_ylim(bottom=0)
         axis.set_xlabel("workers (N)")
-        axis.set_xticks(workers)
+        axis.set_xscale("log", base=2)  # 1, 2, 4, 16: the growth per worker is the line's slope
+        axis.set_xticks(workers, [str(n) for n in workers])
         axis.legend()
-    sizes = [summary["bytes_added"][image]["median"] / (1 << 20) for image in (OURS, SEED)]  # type: ignore[index]
-    axes[3].bar([OURS, SEED], sizes, color=["tab:blue", "tab:grey"])
-    axes[3].set_title("bytes added over the base (MiB)")
+    if "bytes_added" in summary:
+        sizes = [summary["bytes_added"][image]["median"] / (1 << 20) for image in (OURS, SEED)]  # type: ignore[index]
+        axes[3].bar([OURS, SEED], sizes, color=["tab:blue", "tab:grey"])
+        axes[3].set_title("bytes added over the base (MiB)")
     figure.suptitle(f"dask-tls vs the seed's setup, medians; {about}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -523,7 +560,13 @@ def chart(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 16])
+    parser.add_argument(
+        "--warm-builds",
+        action="store_true",
+        help="build each image once from the cache, no cold builds (a short run on a shared "
+        "machine: a cold build prunes the engine's whole build cache)",
+    )
     parser.add_argument("--base", help="the base image both are built on (required to measure)")
     parser.add_argument(
         "--build-option",
@@ -531,6 +574,9 @@ def main() -> None:
         default=[],
         dest="build_options",
         help="one more `docker build` option for both images, e.g. --build-option=--secret=...",
+    )
+    parser.add_argument(
+        "--skip-extras", action="store_true", help="no transfer, shuffle or image-size runs"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--tag", default="dask-tls:bench", help="our image's tag (and TAG-slim)")
@@ -551,7 +597,7 @@ def main() -> None:
         parser.error("--base is required")
     images = Images(
         base=args.base,
-        tags={OURS: args.tag, SEED: "dask-tls-seed:bench"},
+        tags={OURS: args.tag, SEED: f"{args.tag}-seed"},  # both yours: the engine is shared
         dockerfiles={OURS: "Dockerfile", SEED: "bench/seed/Dockerfile"},
         build_args=["--build-arg", f"BASE_IMAGE={args.base}", *args.build_options],
     )
@@ -571,16 +617,15 @@ def main() -> None:
     samples: Samples = defaultdict(lambda: defaultdict(list))
     exit_codes: dict[str, set[int]] = defaultdict(set)
     processes: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    ours_runs: dict[int, list[dict[str, float]]] = defaultdict(list)
     for round_number in range(args.rounds):
         order = [OURS, SEED] if round_number % 2 == 0 else [SEED, OURS]
         print(f"round {round_number + 1}/{args.rounds}: building", flush=True)
-        context = code_change_context()
-        for which in order:  # a cold build prunes the cache: each rebuild follows its own
-            samples["cold_build_s"][which].append(build(images, which, ROOT, cold=True))
-            samples["rebuild_s"][which].append(build(images, which, context, cold=False))
-            size = int(docker("image", "inspect", "-f", "{{.Size}}", images.tags[which]))
-            samples["bytes_added"][which].append(size - base_size)
-        shutil.rmtree(context)
+        if args.warm_builds:
+            for which in order if round_number == 0 else []:
+                build(images, which, ROOT, cold=False)
+        else:
+            measure_builds(images, order, base_size, samples)
         for workers in args.workers:
             env = {
                 **seed_env,
@@ -589,16 +634,26 @@ def main() -> None:
                 "MEMORY_PER_WORKER": "1",
             }
             for which in order:
-                result = run_once(images.tags[which], env, workers, security)
+                result = run_once(
+                    images.tags[which], env, workers, security, milestones=which == OURS
+                )
                 print(f"  N={workers} {which}: {result}", flush=True)
+                if which == OURS:
+                    ours_runs[workers].append(result)
                 for metric in ("ready_s", "stop_s", "idle_memory_bytes"):
                     samples[f"{metric}/N={workers}"][which].append(result[metric])
                 exit_codes[which].add(int(result["exit_code"]))
                 processes[which][workers].append(int(result["processes"]))
 
-    tls = throughput(images.tags[OURS], seed_env, security)
-    tcp = throughput(images.tags[OURS], seed_env, None)
-    measured, lines = extras(EXTRAS, images, seed_env, security)
+    measured: dict[str, object] = {}
+    lines: list[str] = []
+    tls = tcp = 0.0
+    if not args.skip_extras:
+        tls = throughput(images.tags[OURS], seed_env, security)
+        tcp = throughput(images.tags[OURS], seed_env, None)
+        measured, lines = extras(EXTRAS, images, seed_env, security)
+    imports = startup.import_time(lambda python_args: run_python(images.tags[OURS], python_args))
+    measured["import_distributed"] = imports
     summary = summarize(samples)
     host = machine()
     about = f"{host['cores']} cores, {host['cpu']}, {args.rounds} rounds"
@@ -608,12 +663,29 @@ def main() -> None:
         f"{statistics.median(processes[SEED][n]):g}"
         for n in args.workers
     )
-    extra = (
-        f"docker stop exit codes: ours {sorted(exit_codes[OURS])}, "
-        f"seed {sorted(exit_codes[SEED])}\n"
-        f"processes (N: ours / seed): {counts}\n"
-        f"bulk transfer, our image: TLS {format_bytes(int(tls))}/s, "
-        f"plain TCP {format_bytes(int(tcp))}/s (TLS/TCP {tls / tcp:.2f})\n" + "\n".join(lines)
+    codes = f"ours {sorted(exit_codes[OURS])}, seed {sorted(exit_codes[SEED])}"
+    extra = "\n".join(
+        [
+            f"docker stop exit codes: {codes}",
+            f"processes (N: ours / seed): {counts}",
+            startup.per_n_table(summary, args.workers, codes),
+            startup.growth_line(summary, args.workers),
+            *(
+                f"our critical path at N={n}, median s after docker run: "
+                + startup.critical_path_line(ours_runs[n])
+                for n in args.workers
+            ),
+            startup.import_line(imports),
+            *(
+                []
+                if args.skip_extras
+                else [
+                    f"bulk transfer, our image: TLS {format_bytes(int(tls))}/s, "
+                    f"plain TCP {format_bytes(int(tcp))}/s (TLS/TCP {tls / tcp:.2f})"
+                ]
+            ),
+            *lines,
+        ]
     )
     print(report + "\n" + extra)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ environment each process gets from it."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import socket
 import sys
@@ -158,6 +159,35 @@ def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def pid1_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment PID 1 is exec'd with: `environ` cleaned, plus what is read only as a
+    process starts, for PID 1 and every process forked from it (entrypoint.forks): OpenSSL's
+    configuration, and the variables distributed's nannies set for a new worker interpreter."""
+    cleaned = clean_environment(environ)
+    return {**cleaned, **pre_spawn_environment(cleaned), "OPENSSL_CONF": str(OPENSSL_CONF)}
+
+
+def pre_spawn_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a nanny sets before it starts a worker interpreter, taken as `nanny.py` takes it
+    (`_get_env_variables("distributed.nanny.pre-spawn-environ")`, a variable of `environ` before
+    the config's value, PYTHONHASHSEED 6640 unless set): malloc's trim threshold and one BLAS
+    thread, read as a process starts, and the hash seed, which the workers of every container must
+    share. Read from distributed's defaults file and dask's config without importing distributed
+    (half a second) into the entrypoint."""
+    import dask.config
+    import yaml
+
+    spec = importlib.util.find_spec("distributed")
+    assert spec is not None and spec.origin is not None
+    defaults = yaml.safe_load(Path(spec.origin).with_name("distributed.yaml").read_text())
+    config = dask.config.merge(defaults, dask.config.config)
+    wanted = dask.config.get("distributed.nanny.pre-spawn-environ", config=config)
+    found = {name: environ.get(name, str(v)) for name, v in wanted.items() if v is not None}
+    if found.get("PYTHONHASHSEED") in (None, "0"):
+        found["PYTHONHASHSEED"] = "6640"
+    return found
+
+
 def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict[str, str]:
     """`environ` cleaned, plus dask config that points every TLS setting at the private files,
     requires encryption (no process can listen on or connect to plain tcp://), sets one TLS profile
@@ -168,12 +198,9 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
         crl=plan.path(CRL_FILE) if plan.revocation_list else "",
     )  # fmt: skip
     return {
-        # from 2 workers up they fork from a server that imported distributed once: measured on 2
-        # cores, ready 28% sooner at N=2, 10% sooner and 16% less memory at N=4; with one worker
-        # that server is pure overhead, so it is spawned (distributed's default)
-        "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver"
-        if plan.workers > 1
-        else "spawn",
+        # worker processes fork from a server `dask worker` forked from itself as it started
+        # (preload.forked_forkserver): no new interpreter imports distributed again
+        "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver",
         "DASK_DISTRIBUTED__ADMIN__LOG_FORMAT": LOG_FORMAT.format(role=role),
         **clean_environment(environ),
         **as_environment(fixed),

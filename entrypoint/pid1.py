@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+from entrypoint import forks
 from entrypoint.children import Child
 from entrypoint.cluster import (
     LOG_FORMAT,
@@ -17,6 +18,7 @@ from entrypoint.cluster import (
     scheduler_command,
     workers_command,
 )
+from entrypoint.errors import EXIT_FAILURE, EXIT_OK
 from entrypoint.private_files import remove_private_files
 from entrypoint.rotation import ServedCertificate
 from entrypoint.supervisor import Probe, Supervisor
@@ -42,7 +44,8 @@ def reachable(address: str, timeout: float = 2.0) -> Probe:
 
 def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
     def child(role: str, log_tag: str, command: list[str]) -> Child:
-        return Child(role, command, child_environment(environ, plan, log_tag))
+        env = child_environment(environ, plan, log_tag)
+        return Child(role, command, env, spawn=forks.spawn)
 
     return Supervisor(
         child("scheduler", "scheduler", scheduler_command(plan)) if plan.runs_scheduler else None,
@@ -54,11 +57,20 @@ def supervisor_for(plan: Plan, environ: dict[str, str]) -> Supervisor:
 
 
 def main(argv: list[str]) -> int:
+    """PID 1, with the pid of the entrypoint's checks (`start.check`), which run meanwhile: import
+    distributed, take the checks' verdict, then supervise; the exit code."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="supervisor")
     )
-    directory = Path(argv[1])
+    directory, checks = Path(argv[1]), int(argv[2])
     try:
+        try:
+            # the signals stay blocked meanwhile: one sent now waits for the supervisor's handlers
+            forks.warm_up()
+        finally:
+            checked = exit_code_of(checks)  # whatever happened, they are done writing
+        if checked != EXIT_OK:
+            return checked  # the checks said why, in one line; nothing was started
         supervisor = supervisor_for(Plan.load(directory), dict(os.environ))
         supervisor.install_signal_handlers()
         stop = supervisor.run()
@@ -66,6 +78,11 @@ def main(argv: list[str]) -> int:
         remove_private_files(directory)
     log.info("%s", stop)
     return stop.exit_code
+
+
+def exit_code_of(pid: int) -> int:
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return code if code >= 0 else EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from entrypoint import scratch, settings, tls
-from entrypoint.cluster import LOG_FORMAT, Plan, clean_environment
+from entrypoint import forks, scratch, settings
+from entrypoint.cluster import LOG_FORMAT, Plan, pid1_environment
 from entrypoint.contract import (
     CA_FILE,
     CA_VAR,
@@ -50,6 +51,9 @@ from entrypoint.private_files import (
     shm_is_the_hosts,
     write_private_files,
 )
+
+if TYPE_CHECKING:
+    from entrypoint.tls import Material
 
 VARIABLES = (  # name, meaning, default
     (CERT_VAR, "PEM certificate (self-signed, or issued by the CA)", "required"),
@@ -86,36 +90,52 @@ def usage(args: list[str]) -> int:
 
 
 def main() -> int:
-    """Validate, write the private files, exec PID 1's supervisor: returns only on a failure."""
+    """Exec PID 1's supervisor at once, with a clean environment, while a child of ours validates
+    everything and writes the private files (`check`): PID 1 imports distributed meanwhile, and
+    waits for the child's verdict before it starts anything. Returns only on a failure."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT.format(role="entrypoint")
     )
     try:
         directory = private_dir()
-        environ = prepare(directory)
     except StartupError as error:
         log.error("%s", error)
         return error.exit_code
-    supervisor = [sys.executable, "-P", "-m", "entrypoint.pid1", str(directory)]
+    environ = dict(os.environ)
+    # dask's config system parses every DASK_* variable when dask is imported (pid1_environment
+    # and settings do): keep the secrets out of it
+    for name in environ:
+        if name.startswith(SECRET_PREFIX):
+            del os.environ[name]
+    supervisor_environ = pid1_environment(environ)
+    checks = forks.fork(lambda: check(directory, environ))
+    # -P as we were started (the image's ENTRYPOINT): PID 1 finds its modules where we did
+    safe_path = ["-P"] if sys.flags.safe_path else []
+    supervisor = [sys.executable, *safe_path, "-m", "entrypoint.pid1", str(directory), str(checks)]
     try:
-        os.execve(sys.executable, supervisor, environ)
+        os.execve(sys.executable, supervisor, supervisor_environ)
     except OSError as error:
+        os.waitpid(checks, 0)
         remove_private_files(directory)
         log.error("cannot start the supervisor: %s", error.strerror)
     return EXIT_FAILURE
 
 
-def prepare(directory: Path) -> dict[str, str]:
-    """Validate everything, write the private files in `directory`, return the environment for
-    the supervisor.
+def check(directory: Path, environ: Mapping[str, str]) -> int:
+    """In the child: `prepare`, and the exit code PID 1 waits for (78 for a configuration
+    error, which is logged in one line)."""
+    try:
+        prepare(directory, environ)
+    except StartupError as error:
+        log.error("%s", error)
+        return error.exit_code
+    return EXIT_OK
+
+
+def prepare(directory: Path, environ: Mapping[str, str]) -> None:
+    """Validate everything, write the private files in `directory`, say what will run.
 
     On StartupError nothing is written."""
-    environ = dict(os.environ)
-    # dask's config system parses every DASK_* variable when dask is imported (settings does):
-    # keep the secrets out of it
-    for name in environ:
-        if name.startswith(SECRET_PREFIX):
-            del os.environ[name]
     checked, material = validate(environ)
     require_tmpfs(directory)
     if shm_is_the_hosts():
@@ -139,12 +159,13 @@ def prepare(directory: Path) -> dict[str, str]:
         },
     )
     log.info("%s", describe(plan))
-    return clean_environment(environ)
 
 
-def validate(environ: Mapping[str, str]) -> tuple[settings.Settings, tls.Material]:
+def validate(environ: Mapping[str, str]) -> tuple[settings.Settings, Material]:
     """Check every input the user gave: the variables, the certificate and key, the workers'
     scratch space. Raises ConfigError for the first that is wrong; writes nothing."""
+    from entrypoint import tls  # cryptography: in the checks' process, not before the exec
+
     checked = settings.from_environ(environ)
     material = tls.check(checked.pems, datetime.now(UTC))
     if checked.role != "scheduler":

@@ -10,7 +10,13 @@ from distributed import Client
 
 from entrypoint.tools.certs import new_cluster
 from tests.client_env import ROOT, make_client
-from tests.containers import Container, docker_available, forget_removed, logs_for_a_report
+from tests.containers import (
+    Container,
+    docker_available,
+    forget_removed,
+    healthy_container,
+    logs_for_a_report,
+)
 from tests.material import ClusterMaterial, client_security, write_pem_files
 
 
@@ -52,12 +58,7 @@ def image() -> str:
 
 def healthy_cluster(image: str, material: ClusterMaterial) -> Iterator[Container]:
     """A running cluster with its own CA and 2 workers, removed afterwards."""
-    container = Container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
-    try:
-        container.wait_healthy()
-        yield container
-    finally:
-        container.remove()
+    yield from healthy_container(image, {**material.ca_env(), "NUM_WORKERS": "2"})
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
@@ -79,16 +80,16 @@ class Container:
         # env -i: a docker exec inherits the container's environment, PEM included
         return docker("exec", self.name, "/usr/bin/env", "-i", *command, check=check).stdout
 
-    def pid_of(self, module: str) -> str:
-        """The pid of the process running `python -m module` in the container."""
-        pattern = f"{module[:-1]}[{module[-1]}]"  # a pattern that does not match this very shell
-        found = self.exec("/bin/sh", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline")
-        [path] = found.split()
-        return path.split("/")[2]
+    def pid_of(self, role: str) -> str:
+        """The pid of PID 1's child `role` ("scheduler", "workers") as the supervisor last started
+        it: the processes are forks of PID 1 and share its command line."""
+        started = re.findall(rf"entrypoint: {role}\[(\d+)\] started", self.logs())
+        assert started, f"no {role} started:\n{self.logs()}"
+        return str(started[-1])
 
     def kill_worker_group(self) -> None:
         """SIGKILL the `dask worker` process; return once the supervisor has logged its death."""
-        pid = self.pid_of("distributed.cli.dask_worker")
+        pid = self.pid_of("workers")
         self.exec("/bin/sh", "-c", f"kill -KILL {pid}")
         death = f"workers[{pid}] was killed by SIGKILL"
         self.wait_until(lambda: death in self.logs(), "the death logged")
@@ -128,6 +129,16 @@ class Container:
 
     def remove(self) -> None:
         remove_container(self.name)
+
+
+def healthy_container(image: str, env: Mapping[str, str]) -> Iterator[Container]:
+    """A container of `image` with `env`, once healthy; removed afterwards (a fixture's body)."""
+    container = Container(image, env)
+    try:
+        container.wait_healthy()
+        yield container
+    finally:
+        container.remove()
 
 
 def logs_of(container: str) -> str:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
@@ -24,12 +27,14 @@ from distributed import Client, Nanny, Scheduler, Worker
 from distributed.comm import registry
 from distributed.security import Security
 
+from entrypoint.cluster import pid1_environment
 from entrypoint.dask_config import DRAIN_TIMEOUT, fixed_config
 from entrypoint.preload import drain_on_stop, handshake_timeout, lean_forkserver, revocation
 from entrypoint.tools.certs import Issued, issue
 from tests.material import ClusterMaterial
 
 HANG = 60  # seconds: a bound that only catches a hang
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -623,3 +628,63 @@ def test_a_drain_through_a_scheduler_that_does_not_answer_ends_at_once() -> None
     assert str(drained).endswith(
         "how many results could not be moved is unknown (the scheduler did not answer within 1 s)"
     )
+
+
+WORKER_FROM_THE_FORKED_FORKSERVER = """
+import asyncio, json, os, sys
+from pathlib import Path
+import dask.config
+from entrypoint.cluster import pid1_environment
+from entrypoint.dask_config import fixed_config
+files = json.loads(sys.argv[1])
+dask.config.set(fixed_config(files["cert"], files["key"], files["ca"], dashboard_tls=True,
+                             http_client_cert=True))
+dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+import distributed
+from multiprocessing import forkserver, resource_tracker
+from distributed import Nanny, Scheduler
+from entrypoint import forks
+from entrypoint.preload import forked_forkserver
+
+tracker, server = forked_forkserver.start(forks.fork)  # before any thread or event loop
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+async def main():
+    async with Scheduler(host="127.0.0.1", port=0, protocol="tls", dashboard=False) as scheduler:
+        async with Nanny(scheduler.address, nthreads=1, dashboard=False) as nanny:
+            worker = nanny.process.pid
+            return {
+                "server": server, "tracker": tracker, "worker's parent": parent_of(worker),
+                "server's parent": parent_of(server), "me": os.getpid(),
+                "server in use": forkserver._forkserver._forkserver_pid,
+                "tracker in use": resource_tracker._resource_tracker._pid,
+                "same command line": Path(f"/proc/{worker}/cmdline").read_bytes()
+                == Path("/proc/self/cmdline").read_bytes(),
+            }
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_worker_processes_fork_from_the_forkserver_forked_early(
+    cluster_files: dict[str, Path],
+) -> None:
+    """A nanny's worker process forks from the forkserver `forked_forkserver.start` forked from
+    this interpreter (no new interpreter, so the same command line), and multiprocessing keeps
+    using that forkserver and its resource tracker. In an interpreter of its own: this one has
+    threads and may not fork."""
+    environ = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+    paths = {name: str(path) for name, path in cluster_files.items()}
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_FROM_THE_FORKED_FORKSERVER, json.dumps(paths)],
+        env={**pid1_environment(environ), "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=HANG,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["server's parent"] == found["me"]
+    assert found["worker's parent"] == found["server"] == found["server in use"]
+    assert found["tracker in use"] == found["tracker"]
+    assert found["same command line"] is True

@@ -206,7 +206,7 @@ def scheduler_peer_ports(container: Container) -> set[int]:
     """The remote ports of the TCP connections the scheduler process holds open: the sockets
     among its file descriptors, looked up by inode in the container's socket tables. Pooled
     connections and the files it opens come and go; these are the stalled peers' own."""
-    pid = container.pid_of("distributed.cli.dask_scheduler")
+    pid = container.pid_of("scheduler")
     fds = container.exec("/bin/sh", "-c", SOCKET_FDS.format(pid=pid), check=False).split()
     inodes = {fd[len("socket:[") : -1] for fd in fds if fd.startswith("socket:[")}
     ports = set()

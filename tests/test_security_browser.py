@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as BrowserError
 
 from entrypoint.contract import DASHBOARD_PORT, SCHEDULER_PORT
-from tests.containers import Container
+from tests.containers import Container, healthy_container
 
 pytestmark = pytest.mark.container
 ROOT = Path(__file__).parents[1]
@@ -77,12 +77,7 @@ def dashboard(image: str, certs: Path) -> Iterator[Container]:
         "NUM_WORKERS": "2",
         "MEMORY_PER_WORKER": "1",  # 1 GB: what the test holds shows in the memory plots
     }
-    container = Container(image, env)
-    try:
-        container.wait_healthy()
-        yield container
-    finally:
-        container.remove()
+    yield from healthy_container(image, env)
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def test_healthcheck_is_mutual_tls(cluster: Container) -> None:
 def test_logs_are_tagged_by_role_and_clean(cluster: Container) -> None:
     """Each process logs to the container's output tagged with its role; no error, no secret."""
     logs = cluster.logs()
-    for role in ("entrypoint[1]", "supervisor[1]", "scheduler[", "worker["):
+    for role in ("entrypoint[", "supervisor[1]", "scheduler[", "worker["):
         assert role in logs
     assert unexpected_tracebacks(logs) == [] and "-----BEGIN" not in logs
 
