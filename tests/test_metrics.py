@@ -86,6 +86,19 @@ def api(base: str, path: str, **query: str) -> Any:
         return None  # not listening yet
 
 
+def scraped_targets(base: str, deadline: float) -> dict[str, Any]:
+    """Prometheus's targets by job, once each has been scraped at least once (the jobs start
+    apart: one may still be "unknown" when the other has samples)."""
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        targets = api(base, "targets")["activeTargets"]
+        health = {target["labels"]["job"]: target for target in targets}
+        if all(target["health"] != "unknown" for target in health.values()):
+            break
+        time.sleep(1)
+    return health
+
+
 @pytest.mark.container
 def test_prometheus_scrapes_dask_metrics_over_mutual_tls(
     prometheus: tuple[str, Container],
@@ -101,8 +114,7 @@ def test_prometheus_scrapes_dask_metrics_over_mutual_tls(
         samples = (found or {}).get("result", [])
     assert samples, container.logs()
     assert sum(float(sample["value"][1]) for sample in samples) >= 2
-    targets = api(base, "targets")["activeTargets"]
-    health = {target["labels"]["job"]: target for target in targets}
+    health = scraped_targets(base, deadline)
     assert health["dask"]["health"] == "up"
     refused = health["dask-no-certificate"]
     assert refused["health"] == "down" and refused["lastError"], refused
