@@ -28,13 +28,13 @@ log = logging.getLogger("entrypoint")
 
 def reachable(address: str, timeout: float = 2.0) -> Probe:
     """A probe: can a TCP connection to the tls://HOST:PORT `address` be opened?"""
-    # parsed here, not by distributed's parse_host_port: importing distributed would cost PID 1
-    # over half a second and about 45 MiB. settings wrote it with unparse_host_port ([v6]:port).
-    host, _, port = address.removeprefix("tls://").rpartition(":")
+    from distributed.comm.addressing import parse_host_port  # imported already (forks.warm_up)
+
+    host, port = parse_host_port(address.removeprefix("tls://"))
 
     def probe() -> str | None:
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            socket.create_connection((host, port), timeout=timeout).close()
         except OSError as error:
             return f"{address}: {error.strerror or error}"
         return None
