@@ -46,10 +46,15 @@ ORPHANED_GRACE = 1.0
 AFTER_DRAIN = 3.0
 
 
+def draining_grace(drain: float) -> float:
+    """The workers' grace on a stop when they drain for up to `drain` seconds."""
+    return max(dict(SHUTDOWN)["workers"], drain + AFTER_DRAIN)
+
+
 def longest_stop(drain: float) -> float:
     """The longest a worker-only container's stop takes with this drain budget: the workers'
     grace, then the wait for their SIGKILLed group. `docker stop -t` should give it."""
-    return drain + AFTER_DRAIN + KILL_WAIT
+    return draining_grace(drain) + KILL_WAIT
 
 
 log = logging.getLogger("entrypoint")
@@ -271,7 +276,7 @@ class Supervisor:
             return grace
         if stop.orphaned:
             return ORPHANED_GRACE
-        return self.drain + AFTER_DRAIN if self.drain else grace
+        return draining_grace(self.drain) if self.drain else grace
 
     def wait_for(self, child: Child, seconds: float, *, hurry: bool) -> bool:
         """Reap until `child` has exited or `seconds` pass; with `hurry`, a second stop signal (or
