@@ -711,6 +711,114 @@ def test_spot_workers_and_a_private_image_are_driven_as_printed(
     assert ("--project", "images-project") in pairs(elsewhere)
 
 
+GROUP_PATH = f"projects/{PROJECT}/zones/us-central1-a/instanceGroupManagers/dask-cluster-workers"
+ROLE = f"projects/{PROJECT}/roles/dask_cluster_autoscaler"
+
+
+def test_autoscale_cluster_is_driven_as_printed(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud
+) -> None:
+    """--worker-vms 1 --autoscale 1:4: the scheduler VM runs with an account of its own, which
+    alone may change the worker group: a custom role of exactly instanceGroupManagers.get and
+    .update, granted on the project under a condition naming that one group; both accounts read
+    the secrets; the workers' account gets no Compute right. The scheduler's unit carries the
+    group, MIN:MAX and the workers per VM (an e2-standard-4: 4, set on the workers too). --delete
+    --autoscale takes back all of it but the custom role (bound to no one)."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    created = drive(
+        cluster_args(tmp_path, certs, "--worker-vms", "1", "--autoscale", "1:4")
+    ).printed
+    scheduler_account = f"dask-cluster-scheduler@{PROJECT}.iam.gserviceaccount.com"
+    role = only(created, "iam", "roles", "create")
+    assert ("--permissions", "compute.instanceGroupManagers.get,"
+            "compute.instanceGroupManagers.update") in pairs(role)  # fmt: skip
+    binding = only(created, "projects", "add-iam-policy-binding")
+    assert binding[3] == PROJECT and ("--role", ROLE) in pairs(binding)
+    assert ("--member", f"serviceAccount:{scheduler_account}") in pairs(binding)
+    assert ("--condition", f'expression=resource.name == "{GROUP_PATH}",'
+            "title=dask-cluster-workers") in pairs(binding)  # fmt: skip
+    assert created.index(role) < created.index(binding)
+    vm = only(created, "compute", "instances", "create")
+    template = only(created, "compute", "instance-templates", "create")
+    assert ("--service-account", scheduler_account) in pairs(vm)
+    assert ("--service-account", f"dask-cluster@{PROJECT}.iam.gserviceaccount.com") in pairs(
+        template
+    )
+    assert ("--size", "1") in pairs(
+        only(created, "compute", "instance-groups", "managed", "create")
+    )
+    readers = {c[-3] for c in created if c[1:3] == ["secrets", "add-iam-policy-binding"]}
+    workers_account = f"dask-cluster@{PROJECT}.iam.gserviceaccount.com"
+    assert readers == {f"serviceAccount:{scheduler_account}", f"serviceAccount:{workers_account}"}
+    [project_binding] = [b for b in gcloud.state()["bindings"] if b[0] == "projects"]
+    assert project_binding == ["projects", PROJECT, f"serviceAccount:{scheduler_account}", ROLE]
+    scheduler_ud = yaml.safe_load((tmp_path / "ud-scheduler.yaml").read_text())
+    [run] = [shlex.split(line.removeprefix("ExecStart="))
+             for entry in scheduler_ud["write_files"] for line in entry["content"].splitlines()
+             if line.startswith("ExecStart=")]  # fmt: skip
+    assert {("-e", "AUTOSCALE=1:4"), ("-e", f"AUTOSCALE_GROUP={GROUP_PATH}"),
+            ("-e", "AUTOSCALE_WORKERS_PER_VM=4")} <= pairs(run)  # fmt: skip
+    assert "NUM_WORKERS=4" in (tmp_path / "ud-worker.yaml").read_text()
+
+    delete = ["gce", "--project", PROJECT, "--autoscale", "1:4", "--delete"]
+    deleted = drive(delete).printed
+    assert ["gcloud", "projects", "remove-iam-policy-binding", PROJECT, "--member",
+            f"serviceAccount:{scheduler_account}", "--role", ROLE, "--all"] in deleted  # fmt: skip
+    assert things(deleted, "delete") == things(created, "create") - {
+        ("iam", "roles", "dask_cluster_autoscaler")
+    }
+    left = gcloud.state()
+    assert list(left["things"]) == ["iam roles//dask_cluster_autoscaler"]
+    assert left["bindings"] == []
+
+
+def test_autoscale_counts_the_workers_given_per_vm(tmp_path: Path) -> None:
+    """--workers 2 on a 4-vCPU machine type: each worker VM runs 2 workers, and the scheduler
+    counts 2 per VM."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=1,
+                            autoscale=(0, 3), sizing={"NUM_WORKERS": "2"})  # fmt: skip
+    [scheduler] = unit_commands(deployment, "scheduler", "ExecStart")
+    [worker] = unit_commands(deployment, "worker", "ExecStart")
+    assert ("-e", "AUTOSCALE_WORKERS_PER_VM=2") in pairs(scheduler)
+    assert [a for a in worker if a.startswith("NUM_WORKERS=")] == ["NUM_WORKERS=2"]
+    assert not [a for a in worker if a.startswith("AUTOSCALE")]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--autoscale", "1:4"], "--autoscale"),  # no group to size
+        (["--worker-vms", "5", "--autoscale", "1:4"], "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "2:4"], "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "1:4", "--machine-type", "e2-medium"],
+         "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "1:4", "--name", "a-cluster-name-21char"], "--name"),
+    ],
+)  # fmt: skip
+def test_autoscale_options_are_refused_first(
+    tmp_path: Path, args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--autoscale without a group to size, a MIN:MAX that does not hold --worker-vms, a machine
+    type whose vCPUs its name does not say (without --workers), a --name too long for the
+    scheduler's own account: one line naming the option, exit 78, nothing written."""
+    assert main([*cluster_args(tmp_path, tmp_path / "none"), *args]) == 78
+    out = capsys.readouterr()
+    assert out.out == "" and len(out.err.strip().splitlines()) == 1
+    assert out.err.startswith(f"dask-tls: {option}:")
+    assert list(tmp_path.glob("ud*")) == []
+    assert main(["gce", "--project", PROJECT, "--autoscale", "1:4", "--resize", "2"]) == 78
+
+
+@pytest.mark.parametrize("bounds", ["4", "4:1", "0:0", "1:1001", "a:b", "1:"])
+def test_autoscale_bounds_must_be_min_max(bounds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """MIN:MAX, 0 <= MIN <= MAX, 1 <= MAX <= 1000: anything else is a usage error that says so."""
+    with pytest.raises(SystemExit) as usage:
+        main([*CLUSTER, "--worker-vms", "1", "--autoscale", bounds])
+    assert usage.value.code == 2
+    assert "is not MIN:MAX worker VMs" in capsys.readouterr().err
+
+
 def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
     """(kind..., name) of what `commands` create or delete; a service account by its ID."""
     found = set()
@@ -800,15 +908,15 @@ def test_delete_never_turns_off_what_the_project_had_on(
         assert "disable" not in words and "--no-enable-private-ip-google-access" not in words
 
 
-@pytest.mark.parametrize("nat", [False, True])
+@pytest.mark.parametrize("more", [[], ["--nat"], ["--autoscale", "1:4"]], ids=str)
 def test_a_second_apply_changes_nothing_and_fails_nowhere(
-    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], nat: bool
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], more: list[str]
 ) -> None:
     """A second --apply against the stand-in holding the first run's project: every create finds
     its thing there (its describe says so, whatever gcloud's error was; a NAT's is not "already
     exists") and keeps it as it is, one line each; the APIs, Private Google Access and the
-    bindings are set again to what they are; nothing is deleted; exit 0, the project unchanged."""
-    more = ["--nat"] if nat else []
+    bindings are set again to what they are; nothing is deleted; exit 0, the project unchanged
+    (with --nat, and with --autoscale: its custom role and conditional binding too)."""
     assert apply_cluster(tmp_path, *more) == 0
     first = gcloud.state()
     creates = [c for c in gcloud.calls() if "create" in c]
