@@ -28,8 +28,9 @@ from distributed.comm import registry
 from distributed.security import Security
 
 from entrypoint.cluster import pid1_environment
-from entrypoint.dask_config import AUTOSCALE, DRAIN_TIMEOUT, fixed_config
+from entrypoint.dask_config import AUTOSCALE, DRAIN_TIMEOUT, as_environment, fixed_config
 from entrypoint.preload import drain_on_stop, handshake_timeout, lean_forkserver, revocation
+from entrypoint.settings import Autoscale
 from entrypoint.tools.certs import Issued, issue
 from tests.material import ClusterMaterial
 
@@ -767,13 +768,15 @@ def test_the_scheduler_sizes_its_group_of_worker_vms(
         group = ManagedGroup("test-project", "us-central1-a", "g-workers", "g-worker",
                              boot=vms.boot, halt=vms.halt)  # fmt: skip
         server, where = serve(group)
-        autoscale = {
-            "group": group.path, "minimum": 1, "maximum": 3, "workers-per-vm": 2,
-            "metadata-host": where, "compute-api": f"http://{where}/compute/v1/",
-            "interval": 0.2, "window": 1.5, "after-growth": 1, "retire-budget": HANG,
-        }  # fmt: skip
+        given = Autoscale(1, 3, group.path, InProcessVMs.WORKERS_PER_VM, where,
+                          f"http://{where}/compute/v1/")  # fmt: skip
+        damping = {"interval": 0.2, "window": 1.5, "after-growth": 1, "retire-budget": HANG}
+        # as the scheduler gets it: DASK_* variables (cluster.child_environment)
+        variables = as_environment(
+            {**given.config(), **{f"{AUTOSCALE}.{k}": v for k, v in damping.items()}}
+        )
         try:
-            with dask.config.set({f"{AUTOSCALE}.{k}": v for k, v in autoscale.items()}):
+            with dask.config.set(dask.config.collect_env(variables)):
                 result = await main(group, vms)
         finally:
             server.shutdown()

@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 from dask.utils import parse_timedelta
 from distributed import Scheduler
 from distributed.node import ServerNode
 
-from entrypoint.autoscaling.compute import ComputeApi, GroupPath, Settings
-from entrypoint.autoscaling.policy import DAMPING, Damping, Limits, Policy
-from entrypoint.autoscaling.scaler import Autoscaler
 from entrypoint.dask_config import AUTOSCALE
+
+if TYPE_CHECKING:  # imported by the one scheduler that autoscales, not by every process
+    from entrypoint.autoscaling.compute import Settings
+    from entrypoint.autoscaling.policy import Damping
 
 logger = logging.getLogger("distributed.preloading.autoscale")
 # the damping keys of our config section, and the Damping field each sets (a duration)
@@ -38,19 +39,26 @@ LOOPS: weakref.WeakKeyDictionary[Scheduler, asyncio.Task[None]] = weakref.WeakKe
 
 def settings() -> Settings | None:
     """The autoscaler's settings from dask's config; None when the scheduler sizes no group."""
-    section: dict[str, Any] = dask.config.get(AUTOSCALE, {}) or {}
-    if not section.get("group"):
+
+    def get(key: str) -> Any:  # each key by dask's lookup: `-` and `_` are one (env variables)
+        return dask.config.get(f"{AUTOSCALE}.{key}", None)
+
+    if not get("group"):
         return None
-    limits = Limits(int(section["minimum"]), int(section["maximum"]),
-                    int(section["workers-per-vm"]))  # fmt: skip
+    from entrypoint.autoscaling.compute import GroupPath, Settings
+    from entrypoint.autoscaling.policy import Limits
+
+    limits = Limits(int(get("minimum")), int(get("maximum")), int(get("workers-per-vm")))
     return Settings(
-        GroupPath.parse(str(section["group"])), limits,
-        str(section["metadata-host"]), str(section["compute-api"]),
+        GroupPath.parse(str(get("group"))), limits, str(get("metadata-host")),
+        str(get("compute-api")),
     )  # fmt: skip
 
 
 def damping() -> Damping:
     """DAMPING, with the durations dask's config gives (e.g. DASK_DASK_TLS__AUTOSCALE__WINDOW)."""
+    from entrypoint.autoscaling.policy import DAMPING, Damping
+
     given = {
         field: parse_timedelta(dask.config.get(f"{AUTOSCALE}.{key}"), default="seconds")
         for key, field in DAMPING_KEYS.items()
@@ -62,6 +70,10 @@ def damping() -> Damping:
 def setup(server: ServerNode) -> None:
     if not isinstance(server, Scheduler) or (given := settings()) is None:
         return
+    from entrypoint.autoscaling.compute import ComputeApi
+    from entrypoint.autoscaling.policy import Policy
+    from entrypoint.autoscaling.scaler import Autoscaler
+
     holding = damping()
     scaler = Autoscaler(server, ComputeApi(given), Policy(given.limits, holding))
     logger.info("autoscale: %s, %d to %d VMs of %d workers; %s", given.group,
