@@ -5,10 +5,12 @@ each image, times it to ready (a TLS client sees N workers and one task returns)
 memory and process count, and times `docker stop`. Rounds alternate which image goes first. Prints a
 table (medians, min-max, per-round ratios to the seed) and writes it with the machine's description
 as JSON, plus a chart (PNG). Then, for this image only: the bytes of the default and the slim
-build, a P2P shuffle over TLS against the same shuffle over plain TCP, and the stop of a worker
-container holding 60 MB and 600 MB of results, drained against the stop without the drain.
+build, a P2P shuffle over TLS against the same shuffle over plain TCP, the stop of a worker
+container holding 60 MB and 600 MB of results, drained against the stop without the drain, and
+the autoscaler's rehearsal (tests/gce_rehearsal.py: a group of 1 to 4 worker VMs as containers):
+from a burst to the first added worker registered, from idle to the group back at 1 VM.
 
-`--only sizes shuffle drain` runs just those last measurements (minutes, no cold builds).
+`--only sizes shuffle drain autoscale` runs just those last measurements (minutes, no cold builds).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from distributed.security import Security
 
 from bench import startup
 from entrypoint.tools.certs import Issued, blogs_certificate
+from tests import gce_rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = os.environ.get("DOCKER") or (
@@ -59,7 +62,8 @@ DRAIN_RESULTS = {"60 MB": 30, "600 MB": 300}
 RESULT_BYTES = 2 * 10**6
 DRAIN_RUNS = 3
 DRAIN_BUDGET = "120"  # seconds: enough to measure how long moving everything takes
-EXTRAS = ("sizes", "shuffle", "drain")
+EXTRAS = ("sizes", "shuffle", "drain", "autoscale")
+AUTOSCALE_RUNS = 3
 TARGETS = {  # metric: (largest allowed ratio to the seed, or None), absolute limit, unit
     "ready_s": (startup.READY_TARGET, None),
     "stop_s": (None, startup.STOP_TARGET),
@@ -383,6 +387,44 @@ def drain_seconds(
     return {"seconds": found, "lost": lost}, lines
 
 
+def autoscale_seconds(tag: str) -> tuple[dict[str, Any], list[str]]:
+    """The autoscaler's rehearsal, AUTOSCALE_RUNS times, without faults: seconds from the burst
+    to the first added VM's worker registered, from a VM's `docker run` to its worker registered
+    (the join), from the burst's last result to the group back at its minimum; and whether every
+    persisted result was kept."""
+    if os.geteuid() != 0:
+        return {}, ["autoscaling: not measured (the rehearsal runs the VMs' fetch script as root)"]
+    found: dict[str, list[float]] = defaultdict(list)
+    kept = []
+    for run in range(AUTOSCALE_RUNS):
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            gce_rehearsal.vm_environment(Path(directory)) as env,
+        ):
+            seen = gce_rehearsal.rehearse_autoscaling(tag, Path(directory), env, faults={})
+        found["burst_to_first_added_s"].append(seen.burst_to_first_added)
+        found["join_s"] += seen.joins
+        found["idle_to_minimum_s"].append(seen.idle_to_minimum)
+        kept.append(sum(a == b for a, b in zip(seen.before, seen.after, strict=True)))
+        print(f"  autoscale run {run + 1}: burst to the first added worker "
+              f"{seen.burst_to_first_added:.1f} s, joins {[round(j, 1) for j in seen.joins]} s, "
+              f"idle to the minimum {seen.idle_to_minimum:.1f} s, {kept[-1]} of "
+              f"{len(seen.before)} results kept", flush=True)  # fmt: skip
+    damping = ", ".join(
+        f"{k.lower().replace('_', '-')} {v} s" for k, v in gce_rehearsal.DAMPING.items()
+    )
+    line = (
+        f"autoscaling rehearsal ({gce_rehearsal.MINIMUM} to {gce_rehearsal.MAXIMUM} worker VMs as "
+        f"containers, {gce_rehearsal.BURST} one-second tasks; damping {damping}), median of "
+        f"{AUTOSCALE_RUNS} [min-max]: burst to the first added worker registered "
+        f"{spread(found['burst_to_first_added_s'])} s; an added VM's docker run to its worker "
+        f"registered {spread(found['join_s'])} s; idle to the group back at "
+        f"{gce_rehearsal.MINIMUM} VM {spread(found['idle_to_minimum_s'])} s, results kept "
+        f"{min(kept)} of {gce_rehearsal.PERSISTED}"
+    )
+    return {**found, "kept": kept}, [line]
+
+
 def image_bytes(tag: str) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", tag))
 
@@ -421,6 +463,9 @@ def extras(
     if "drain" in which:
         found["drain_stop_s"], drained = drain_seconds(images.tags[OURS], env, security)
         lines += drained
+    if "autoscale" in which:
+        found["autoscale"], scaled = autoscale_seconds(images.tags[OURS])
+        lines += scaled
     return found, lines
 
 

@@ -59,6 +59,8 @@ class Plan:
     expires: str = ""  # the served certificate's expiry, ISO 8601 UTC
     revocation_list: bool = False  # CRL_FILE is there: every process enforces it
     crl_next_update: str = ""  # when the CA promised a newer list, ISO 8601 UTC ("" if never)
+    # the scheduler's autoscaler, as dask config (settings.Autoscale.config); empty: none
+    autoscale: dict[str, object] = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     @classmethod
@@ -76,6 +78,7 @@ class Plan:
             role=settings.role,
             scheduler_address=settings.scheduler_address,
             drain_timeout=settings.drain_timeout,
+            autoscale=settings.autoscale.config() if settings.autoscale else {},
             # a worker-only container names its workers after itself, for its health check
             worker_name=socket.gethostname() if settings.role == "worker" else "worker",
         )
@@ -205,5 +208,6 @@ def child_environment(environ: Mapping[str, str], plan: Plan, role: str) -> dict
         **clean_environment(environ),
         **as_environment(fixed),
         variable(DRAIN_TIMEOUT): str(plan.drain_timeout),  # read by the preload's drain_on_stop
+        **as_environment(plan.autoscale),  # read by the preload's autoscale (the scheduler)
         "OPENSSL_CONF": str(OPENSSL_CONF),
     }

@@ -30,6 +30,17 @@ ROLE_VAR = "DASK_ROLE"
 SCHEDULER_ADDRESS_VAR = "DASK_SCHEDULER_ADDRESS"
 SCRATCH_VAR = "DASK_TEMPORARY_DIRECTORY"  # dask's `temporary-directory`
 DRAIN_VAR = "DRAIN_TIMEOUT"  # DASK_ROLE=worker: how long a stop may spend moving results away
+# DASK_ROLE=scheduler: the managed instance group of worker VMs it sizes (`gce --autoscale`)
+AUTOSCALE_VAR = "AUTOSCALE"  # MIN:MAX worker VMs
+MAX_VMS = 1000  # the most worker VMs it sizes: deleteInstances takes 1000 instances at most
+AUTOSCALE_GROUP_VAR = "AUTOSCALE_GROUP"  # projects/P/zones/Z/instanceGroupManagers/G
+AUTOSCALE_WORKERS_VAR = "AUTOSCALE_WORKERS_PER_VM"  # the NUM_WORKERS of each worker VM
+# Where the autoscaler finds Google, as Google's own clients let a user say: google-auth's
+# variable for the metadata server (host[:port]), gcloud's for the Compute API's root URL.
+METADATA_HOST_VAR = "GCE_METADATA_HOST"
+COMPUTE_API_VAR = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
+METADATA_HOST = "metadata.google.internal"
+COMPUTE_API = "https://compute.googleapis.com/compute/v1/"
 
 
 def file_var(name: str) -> str:

@@ -32,6 +32,9 @@ DASHBOARD_TLS = "distributed.scheduler.dashboard.tls"
 HTTP_CLIENT_CERT = "dask-tls.require-http-client-cert"  # our own key: read by the hooks
 CRL_FILE = "dask-tls.crl-file"  # our own key: the revocation list the hooks enforce ("" for none)
 DRAIN_TIMEOUT = "dask-tls.drain-timeout"  # our own key: seconds a stop may spend draining
+# our own section: the worker VMs' group the scheduler sizes (from AUTOSCALE*, never set for the
+# other roles) and the autoscaler's damping (defaults: entrypoint.autoscaling.policy.DAMPING)
+AUTOSCALE = "dask-tls.autoscale"
 TLS_MIN_VERSION = f"{TLS}.min-version"
 ENDS = ("scheduler", "worker", "client")
 FIXED_KEYS = (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,14 +13,22 @@ from datetime import timedelta
 
 from entrypoint import intake
 from entrypoint.contract import (
+    AUTOSCALE_GROUP_VAR,
+    AUTOSCALE_VAR,
+    AUTOSCALE_WORKERS_VAR,
     CA_VAR,
     CERT_VAR,
+    COMPUTE_API,
+    COMPUTE_API_VAR,
     CRL_VAR,
     DASHBOARD_VAR,
     DRAIN_VAR,
     HTTP_CLIENT_CERT_VAR,
     KEY_VAR,
+    MAX_VMS,
     MEMORY_VAR,
+    METADATA_HOST,
+    METADATA_HOST_VAR,
     PASSPHRASE_VAR,
     ROLE_VAR,
     SCHEDULER_ADDRESS_VAR,
@@ -29,7 +39,7 @@ from entrypoint.contract import (
     WORKERS_VAR,
     file_var,
 )
-from entrypoint.dask_config import TLS_MIN_VERSION, lookup, overriding, variable
+from entrypoint.dask_config import AUTOSCALE, TLS_MIN_VERSION, lookup, overriding, variable
 from entrypoint.errors import ConfigError
 
 ROLES = ("all", "scheduler", "worker")
@@ -44,6 +54,12 @@ THREADS_PER_CPU_WARNING = 4  # more threads than this per CPU is rarely what any
 # supervisor's AFTER_DRAIN (3 s) and its last second, the stop fits in docker's default 10 s
 DEFAULT_DRAIN = 5.0
 MAX_DRAIN = 3600.0
+# a managed instance group's path: a project ID, a zone, a group name (RFC 1035, 63 at most)
+GROUP_PATH = re.compile(
+    r"projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/zones/[a-z]+-[a-z]+[0-9]+-[a-z]"
+    r"/instanceGroupManagers/[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+)
+HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 PEM_FIX = 'pass the PEM text, e.g. -e {name}="$(cat {what}.pem)", or set {name}_FILE'
 
 log = logging.getLogger("entrypoint")
@@ -70,6 +86,26 @@ class Pems:
 
 
 @dataclass(frozen=True)
+class Autoscale:
+    """AUTOSCALE and its companions: the scheduler sizes this managed instance group of worker
+    VMs (entrypoint.autoscaling), and where it finds the metadata server and the Compute API."""
+
+    minimum: int
+    maximum: int
+    group: str  # projects/P/zones/Z/instanceGroupManagers/G
+    workers_per_vm: int
+    metadata_host: str = METADATA_HOST
+    compute_api: str = COMPUTE_API
+
+    def config(self) -> dict[str, object]:
+        """Its dask config keys, for the scheduler (read by the preload's autoscale)."""
+        return {
+            f"{AUTOSCALE}.{name.replace('_', '-')}": value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
 class Settings:
     pems: Pems
     sizing: Sizing
@@ -81,6 +117,7 @@ class Settings:
     scheduler_address: str = LOCAL_SCHEDULER  # where the workers connect
     drain_timeout: float = 0.0  # seconds a stop may spend moving results away (DASK_ROLE=worker)
     scratch_dir: str = field(default_factory=tempfile.gettempdir)  # as distributed falls back
+    autoscale: Autoscale | None = None  # DASK_ROLE=scheduler, sizing a group of worker VMs
 
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
@@ -97,6 +134,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         scheduler_address=scheduler_address,
         drain_timeout=_drain_timeout(environ, role),
         scratch_dir=dask_value(environ, SCRATCH_VAR)[1] or tempfile.gettempdir(),
+        autoscale=_autoscale(environ, role),
     )
 
 
@@ -174,6 +212,57 @@ def _drain_timeout(environ: Mapping[str, str], role: str) -> float:
     if not 0 <= seconds <= MAX_DRAIN:
         raise ConfigError(DRAIN_VAR, f"{text[:20]!r} is out of range", fix)
     return seconds
+
+
+def _autoscale(environ: Mapping[str, str], role: str) -> Autoscale | None:
+    """AUTOSCALE=MIN:MAX with its group and its VMs' workers (all three, or none), for a
+    container that runs the scheduler alone."""
+    given = {name: environ.get(name, "").strip()
+             for name in (AUTOSCALE_VAR, AUTOSCALE_GROUP_VAR, AUTOSCALE_WORKERS_VAR)}  # fmt: skip
+    if not any(given.values()):
+        return None
+    if role != "scheduler":
+        raise ConfigError(AUTOSCALE_VAR, "sizes a group of worker VMs from a scheduler-only "
+                          "container", "set DASK_ROLE=scheduler, or unset AUTOSCALE*")  # fmt: skip
+    for name, value in given.items():
+        if not value:
+            raise ConfigError(
+                name, "is not set, and AUTOSCALE needs it",
+                f"set all of {', '.join(given)} (gce --autoscale renders them)",
+            )  # fmt: skip
+    bounds = given[AUTOSCALE_VAR].split(":")
+    fix = f"set MIN:MAX worker VMs, 0 <= MIN <= MAX, 1 <= MAX <= {MAX_VMS} (e.g. 1:4)"
+    if len(bounds) != 2 or not all(b.isdigit() and b.isascii() for b in bounds):
+        raise ConfigError(AUTOSCALE_VAR, f"{given[AUTOSCALE_VAR][:20]!r} is not MIN:MAX", fix)
+    minimum, maximum = (int(b) for b in bounds)
+    if not (0 <= minimum <= maximum and 1 <= maximum <= MAX_VMS):
+        raise ConfigError(AUTOSCALE_VAR, f"{given[AUTOSCALE_VAR][:20]!r} is out of range", fix)
+    group = given[AUTOSCALE_GROUP_VAR]
+    if not GROUP_PATH.fullmatch(group):
+        raise ConfigError(AUTOSCALE_GROUP_VAR, f"{group[:80]!r} is not a zonal group's path",
+                          "set projects/PROJECT/zones/ZONE/instanceGroupManagers/NAME")  # fmt: skip
+    return Autoscale(
+        minimum, maximum, group,
+        workers_per_vm=_count(environ, AUTOSCALE_WORKERS_VAR, default=1, limit=MAX_WORKERS),
+        metadata_host=_metadata_host(environ),
+        compute_api=_compute_api(environ),
+    )  # fmt: skip
+
+
+def _metadata_host(environ: Mapping[str, str]) -> str:
+    host = environ.get(METADATA_HOST_VAR, "").strip() or METADATA_HOST
+    if not HOST_PORT.fullmatch(host):
+        raise ConfigError(METADATA_HOST_VAR, f"{host[:60]!r} is not HOST or HOST:PORT",
+                          f"unset it for {METADATA_HOST}, the metadata server")  # fmt: skip
+    return host
+
+
+def _compute_api(environ: Mapping[str, str]) -> str:
+    url = environ.get(COMPUTE_API_VAR, "").strip() or COMPUTE_API
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ConfigError(COMPUTE_API_VAR, f"{url[:60]!r} is not an http(s) URL",
+                          f"unset it for {COMPUTE_API}")  # fmt: skip
+    return url if url.endswith("/") else url + "/"
 
 
 def _tls_address(text: str, name: str = SCHEDULER_ADDRESS_VAR) -> str:

@@ -6,7 +6,9 @@ on stderr and exit 1: a call to an API that is not on is refused; a create of so
 exists is refused ("already exists", except a NAT, whose create patches its router and is refused
 in other words); a delete or describe of something missing is refused; a binding for an account
 that does not exist is refused with "does not exist", and so, `unpropagated` times, is one for
-an account that does (IAM propagating); removing a binding that is not there is refused; a call
+an account that does (IAM propagating), and so is one to a custom role (projects/P/roles/R)
+that was not created; a project's own binding (`gcloud projects add-iam-policy-binding P`) is kept
+as any other, its --condition aside; removing a binding that is not there is refused; a call
 starting with a key of `refuse` gets that error. Another project is refused, but for a registry's
 repository (an image may come from another project's registry, whose API is on)."""
 
@@ -101,7 +103,7 @@ def flags(args: list[str]) -> dict[str, str]:
 
 
 def answer(state: State, call: Call) -> str:
-    project = call.flags.get("--project")
+    project = call.names[0] if call.kind == "projects" else call.flags.get("--project")
     elsewhere = project != state["project"]
     if elsewhere and call.kind != "artifacts repositories":
         raise Refused(f"PERMISSION_DENIED: project [{project}] not found or not yours")
@@ -192,6 +194,10 @@ def bind(state: State, call: Call) -> str:
     if f"iam service-accounts//{member}" not in state["things"] or state["unpropagated"]:
         state["unpropagated"] = max(0, state["unpropagated"] - 1)
         raise Refused(f"INVALID_ARGUMENT: Service account {member} does not exist.")
+    role = call.flags["--role"]
+    custom = role.startswith("projects/") and f"iam roles//{role.rsplit('/', 1)[1]}"
+    if custom and custom not in state["things"]:
+        raise Refused(f"INVALID_ARGUMENT: Role ({role}) does not exist in the hierarchy.")
     binding = [call.kind, name, call.flags["--member"], call.flags["--role"]]
     if binding not in state["bindings"]:
         state["bindings"].append(binding)

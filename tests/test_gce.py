@@ -17,13 +17,11 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
@@ -36,7 +34,6 @@ from entrypoint.supervisor import AFTER_DRAIN, KILL_WAIT
 from entrypoint.tools import gcloud_apply
 from entrypoint.tools.certs import Issued, issue, new_cluster
 from entrypoint.tools.cli import main
-from entrypoint.tools.client import connect
 from entrypoint.tools.gce import (
     DOCKER_HOME,
     ROLES,
@@ -48,9 +45,23 @@ from entrypoint.tools.gce import (
 )
 from entrypoint.tools.gcloud import SERVICES
 from tests import gcloud_stand_in
-from tests.containers import DOCKER, docker, remove_container, wait_for_log
+from tests.containers import docker, wait_for_log
+from tests.gce_rehearsal import (
+    DAMPING,
+    MAXIMUM,
+    MINIMUM,
+    PROJECT,
+    FakeGoogle,
+    RehearsedVM,
+    on_vm,
+    pairs,
+    rehearse_autoscaling,
+    rendered,
+    serve,
+    unit_commands,
+    vm_environment,
+)
 
-PROJECT, TOKEN = "test-project", "test-token"
 CLUSTER = ["gce", "--project", PROJECT, "--image", "img:1", "--source-range", "198.51.100.0/24"]
 PRIVATE_IMAGE = (
     "europe-west1-docker.pkg.dev/images-project/dask/dask-tls:0.1.0"  # Artifact Registry
@@ -63,62 +74,11 @@ AS_ROOT = pytest.mark.skipif(
 )
 
 
-class FakeGoogle(BaseHTTPRequestHandler):
-    """The metadata server and Secret Manager's `versions/latest:access`, as curl sees them."""
-
-    secrets: ClassVar[dict[str, bytes]] = {}
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/computeMetadata/v1/"):
-            if self.headers.get("Metadata-Flavor") != "Google":
-                return self.answer(403, b"missing Metadata-Flavor")
-            if self.path.endswith("/project/project-id"):
-                return self.answer(200, PROJECT.encode())
-            token = {"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}
-            return self.answer(200, json.dumps(token).encode())
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return self.answer(401, b"no token")
-        name = self.path.split("/secrets/")[1].split("/")[0]
-        payload = {"data": base64.b64encode(self.secrets[name]).decode(), "dataCrc32c": "0"}
-        body = json.dumps({"name": name, "payload": payload}, indent=2)  # pretty, as Google's
-        return self.answer(200, body.encode())
-
-    def answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-STAND_IN_IPTABLES = """#!/bin/sh
-# records each call; -C (check) finds the rule once -A (append) has added it
-echo "$*" >> "$0.log"
-case "$2" in -C) [ -e "$0.rule" ] ;; -A) touch "$0.rule" ;; esac
-"""
-
-
 @pytest.fixture
 def vm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """What the units' scripts get here in place of a VM's: the metadata server and Secret
-    Manager are the stand-in on loopback, `iptables` a stand-in that records its calls in
-    vm-bin/iptables.log (this host's firewall stays as it is)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    iptables = tmp_path / "vm-bin" / "iptables"
-    iptables.parent.mkdir()
-    iptables.write_text(STAND_IN_IPTABLES)
-    iptables.chmod(0o755)
-    env = {**os.environ, "PATH": f"{iptables.parent}:{os.environ['PATH']}",
-           "METADATA_URL": f"{url}/computeMetadata/v1",
-           "SECRET_MANAGER_URL": f"{url}/v1"}  # fmt: skip
-    assert shutil.which("iptables", path=env["PATH"]) == str(iptables)
-    try:
+    """The stand-ins a VM's scripts get here (gce_rehearsal.vm_environment)."""
+    with vm_environment(tmp_path) as env:
         yield env
-    finally:
-        server.shutdown()
 
 
 def iptables_calls(tmp_path: Path) -> list[str]:
@@ -165,24 +125,6 @@ def gcloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandInGcloud:
     monkeypatch.setenv("GCLOUD_STAND_IN_STATE", str(stand_in.state_file))
     monkeypatch.setattr(gcloud_apply, "sleep", lambda seconds: None)
     return stand_in
-
-
-def rendered(deployment: Deployment, role: str = "all") -> dict[str, str]:
-    """path -> content of each file the user-data writes."""
-    config = yaml.safe_load(user_data(deployment, role))
-    return {entry["path"]: entry["content"] for entry in config["write_files"]}
-
-
-def unit_commands(deployment: Deployment, role: str, key: str) -> list[list[str]]:
-    """The commands of the systemd unit's `key=` lines (ExecStart, ExecReload, ...), in order."""
-    lines = rendered(deployment, role)[SERVICE].splitlines()
-    return [
-        shlex.split(line.removeprefix(f"{key}=")) for line in lines if line.startswith(key + "=")
-    ]
-
-
-def pairs(command: list[str]) -> set[tuple[str, str]]:
-    return set(itertools.pairwise(command))
 
 
 def is_read(command: list[str]) -> bool:
@@ -340,119 +282,6 @@ def test_worker_vms_open_their_ephemeral_ports_once(tmp_path: Path, vm_env: dict
     assert iptables_calls(tmp_path) == [f"-w -C {rule}", f"-w -A {rule}", f"-w -C {rule}"]
 
 
-def on_this_host(command: list[str]) -> list[str]:
-    return [DOCKER, *command[1:]] if command[0] == "/usr/bin/docker" else command
-
-
-@dataclass
-class RehearsedVM:
-    """One VM as a container on this host: its fetch script and secrets directory of its own
-    (run as root, as the VM's systemd does), its unit's lines run as rendered."""
-
-    deployment: Deployment
-    role: str
-    process: subprocess.Popen[str] | None = None
-
-    @property
-    def log(self) -> Path:
-        return Path(self.deployment.script).with_name("docker-run.log")
-
-    def boot(self, env: dict[str, str], network: str = "") -> None:
-        """cloud-init writes the scripts; systemd runs the unit's ExecStartPre lines, then its
-        ExecStart, here on `network` where the VM would use the host's network (a worker) or
-        publish ports (the scheduler, which answers there to its internal DNS name)."""
-        for path, content in rendered(self.deployment, self.role).items():
-            if path != SERVICE:
-                Path(path).parent.mkdir(exist_ok=True)
-                Path(path).write_text(content)
-        for command in unit_commands(self.deployment, self.role, "ExecStartPre"):
-            may_fail = command[0].startswith("-")  # systemd's prefix: a failure is no failure
-            command[0] = command[0].removeprefix("-")
-            subprocess.run(on_this_host(command), env=env, check=not may_fail, timeout=30,
-                           capture_output=may_fail)  # fmt: skip
-        [command] = unit_commands(self.deployment, self.role, "ExecStart")
-        assert command[:2] == ["/usr/bin/docker", "run"]
-        if network and "--network" in command:
-            command[command.index("--network") + 1] = network
-        elif network:
-            alias = self.deployment.scheduler_host
-            command[2:2] = ["--network", network, "--network-alias", alias]
-        assert ("--network", "host") not in pairs(command)
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                on_this_host(command), stdout=log, stderr=subprocess.STDOUT, text=True
-            )
-
-    def reload(self, env: dict[str, str]) -> None:
-        """`systemctl reload`: the unit's ExecReload lines, in order."""
-        for command in unit_commands(self.deployment, self.role, "ExecReload"):
-            subprocess.run(on_this_host(command), env=env, check=True, timeout=30)
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def client(self, certs: Path) -> Client:
-        """A client at the container's address (connection refused, and retried, until the
-        scheduler listens; the published port's proxy would take the connection and drop it)."""
-        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-        deadline = time.monotonic() + 60
-        while not (
-            ip := docker(
-                "inspect", "-f", template, self.deployment.container, check=False
-            ).stdout.strip()
-        ):
-            assert self.running(), self.log.read_text()
-            assert time.monotonic() < deadline, f"no container in 60 s:\n{self.log.read_text()}"
-            time.sleep(0.25)
-        return connect(f"tls://{ip}:{SCHEDULER_PORT}", certs, timeout="60s")
-
-    def workers(self, client: Client) -> list[str]:
-        """The addresses of the workers in this VM's container (they listen on its IP)."""
-        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-        ip = docker("inspect", "-f", template, self.deployment.container).stdout.strip()
-        return [a for a in client.scheduler_info()["workers"] if f"//{ip}:" in a]
-
-    def file(self, path: str) -> str:
-        container = self.deployment.container
-        return docker("exec", container, "/usr/bin/env", "-i", "cat", path).stdout
-
-    def stop(self) -> int:
-        """`systemctl stop`: the unit's ExecStop lines; the exit code of its `docker run`; fails
-        with its log if it does not end."""
-        for command in unit_commands(self.deployment, self.role, "ExecStop"):
-            subprocess.run(on_this_host(command), check=True, timeout=60)
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after 30 s:\n{self.log.read_text()}") from None
-
-    def remove(self) -> None:
-        remove_container(self.deployment.container)
-        docker("volume", "rm", "-f", self.deployment.scratch_volume, check=False)
-        if self.process:
-            self.process.kill()
-
-
-def serve(certs: Path) -> None:
-    """Hands `certs`' cluster material to the stand-in Secret Manager, under the default names."""
-    FakeGoogle.secrets = {
-        "dask-cluster-cert": (certs / "cluster.pem").read_bytes(),
-        "dask-cluster-key": (certs / "cluster-key.pem").read_bytes(),
-        "dask-cluster-ca": (certs / "ca.pem").read_bytes(),
-    }
-
-
-def on_vm(deployment: Deployment, directory: Path, vm: str) -> Deployment:
-    """`deployment` as one VM rehearsed here: names and paths of its own."""
-    name = f"dask-tls-test-{os.getpid()}-gce-{vm}"
-    return replace(
-        deployment, container=name, scratch_volume=f"{name}-scratch",
-        secrets_dir=str(directory / vm / "run"), script=str(directory / vm / "fetch-secrets.sh"),
-        ports=("127.0.0.1:0", "127.0.0.1:0"),
-    )  # fmt: skip
-
-
 @pytest.mark.container
 @AS_ROOT
 def test_fetch_script_and_docker_run_line_give_a_cluster(
@@ -572,6 +401,42 @@ def test_scheduler_and_two_worker_vms_rehearsed_as_containers(
         for vm in (scheduler, *workers):
             vm.remove()
         docker("network", "rm", network, check=False)
+
+
+@pytest.mark.container
+@AS_ROOT
+def test_autoscaling_rehearsed_on_the_engine(
+    image: str, tmp_path: Path, vm_env: dict[str, str]
+) -> None:
+    """`gce --worker-vms 1 --autoscale 1:4` rehearsed: the scheduler VM's unit as a container
+    whose autoscaler reaches the stand-in Compute API and metadata server through
+    GCE_METADATA_HOST and CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE; each instance of the group a
+    worker VM's unit as a container named after it. A burst of 300 one-second tasks grows the
+    group from 1 to 4 VMs and no further, upward only, through two 503s that are retried (a log
+    line each); results persisted across the grown group; idle, it shrinks back to 1 VM, one VM
+    a step, none before the after-growth time, each deleted VM's worker retired first (the
+    stand-in saw it so at its deleteInstances) and its container gone; every persisted result
+    is there, the same bytes; a task every half second ran throughout."""
+    seen = rehearse_autoscaling(image, tmp_path, vm_env, faults={"resize": [503, 503]})
+    log = seen.scheduler_log
+    resizes = [call for call in seen.calls if call.verb == "resize"]
+    assert [call.status for call in resizes][:2] == [503, 503], log
+    sizes = [call.args for call in resizes if call.status == 200]
+    assert sizes == sorted(set(sizes)) and sizes[-1] == MAXIMUM and seen.largest == MAXIMUM
+    retries = [line for line in log.splitlines() if "autoscale: resize " in line]
+    assert [line.split("; ")[-1] for line in retries] == ["try 2 of 6 in 1 s", "try 3 of 6 in 2 s"]
+    assert all(" 503 " in line for line in retries)
+    deletions = [call for call in seen.calls if call.verb == "deleteInstances"]
+    assert [len(call.args) for call in deletions] == [1] * (MAXIMUM - MINIMUM), log
+    for call in deletions:  # its worker retired (at the scheduler) before it went
+        assert call.status == 200 and list(call.seen.values()) == ["closing_gracefully"], call
+    assert deletions[0].at - resizes[-1].at >= float(DAMPING["AFTER_GROWTH"])
+    assert log.count("autoscale: retiring ") == MAXIMUM - MINIMUM
+    assert seen.after == seen.before and len(seen.held_on) == MAXIMUM
+    assert len(seen.left) == MINIMUM and seen.held_at_the_end == set(seen.left)
+    assert seen.containers == seen.left and set(seen.stopped.values()) == {0}
+    assert seen.steady.failures == [] and seen.steady.done > 20
+    assert seen.failed == [] and len(seen.joins) == MAXIMUM - MINIMUM
 
 
 def only(commands: list[list[str]], *words: str) -> list[str]:
@@ -711,6 +576,114 @@ def test_spot_workers_and_a_private_image_are_driven_as_printed(
     assert ("--project", "images-project") in pairs(elsewhere)
 
 
+GROUP_PATH = f"projects/{PROJECT}/zones/us-central1-a/instanceGroupManagers/dask-cluster-workers"
+ROLE = f"projects/{PROJECT}/roles/dask_cluster_autoscaler"
+
+
+def test_autoscale_cluster_is_driven_as_printed(
+    tmp_path: Path, drive: Drive, gcloud: StandInGcloud
+) -> None:
+    """--worker-vms 1 --autoscale 1:4: the scheduler VM runs with an account of its own, which
+    alone may change the worker group: a custom role of exactly instanceGroupManagers.get and
+    .update, granted on the project under a condition naming that one group; both accounts read
+    the secrets; the workers' account gets no Compute right. The scheduler's unit carries the
+    group, MIN:MAX and the workers per VM (an e2-standard-4: 4, set on the workers too). --delete
+    --autoscale takes back all of it but the custom role (bound to no one)."""
+    certs = tmp_path / "certs"
+    new_cluster(certs, names=(SCHEDULER_HOST,))
+    created = drive(
+        cluster_args(tmp_path, certs, "--worker-vms", "1", "--autoscale", "1:4")
+    ).printed
+    scheduler_account = f"dask-cluster-scheduler@{PROJECT}.iam.gserviceaccount.com"
+    role = only(created, "iam", "roles", "create")
+    assert ("--permissions", "compute.instanceGroupManagers.get,"
+            "compute.instanceGroupManagers.update") in pairs(role)  # fmt: skip
+    binding = only(created, "projects", "add-iam-policy-binding")
+    assert binding[3] == PROJECT and ("--role", ROLE) in pairs(binding)
+    assert ("--member", f"serviceAccount:{scheduler_account}") in pairs(binding)
+    assert ("--condition", f'expression=resource.name == "{GROUP_PATH}",'
+            "title=dask-cluster-workers") in pairs(binding)  # fmt: skip
+    assert created.index(role) < created.index(binding)
+    vm = only(created, "compute", "instances", "create")
+    template = only(created, "compute", "instance-templates", "create")
+    assert ("--service-account", scheduler_account) in pairs(vm)
+    assert ("--service-account", f"dask-cluster@{PROJECT}.iam.gserviceaccount.com") in pairs(
+        template
+    )
+    assert ("--size", "1") in pairs(
+        only(created, "compute", "instance-groups", "managed", "create")
+    )
+    readers = {c[-3] for c in created if c[1:3] == ["secrets", "add-iam-policy-binding"]}
+    workers_account = f"dask-cluster@{PROJECT}.iam.gserviceaccount.com"
+    assert readers == {f"serviceAccount:{scheduler_account}", f"serviceAccount:{workers_account}"}
+    [project_binding] = [b for b in gcloud.state()["bindings"] if b[0] == "projects"]
+    assert project_binding == ["projects", PROJECT, f"serviceAccount:{scheduler_account}", ROLE]
+    scheduler_ud = yaml.safe_load((tmp_path / "ud-scheduler.yaml").read_text())
+    [run] = [shlex.split(line.removeprefix("ExecStart="))
+             for entry in scheduler_ud["write_files"] for line in entry["content"].splitlines()
+             if line.startswith("ExecStart=")]  # fmt: skip
+    assert {("-e", "AUTOSCALE=1:4"), ("-e", f"AUTOSCALE_GROUP={GROUP_PATH}"),
+            ("-e", "AUTOSCALE_WORKERS_PER_VM=4")} <= pairs(run)  # fmt: skip
+    assert "NUM_WORKERS=4" in (tmp_path / "ud-worker.yaml").read_text()
+
+    delete = ["gce", "--project", PROJECT, "--autoscale", "1:4", "--delete"]
+    deleted = drive(delete).printed
+    assert ["gcloud", "projects", "remove-iam-policy-binding", PROJECT, "--member",
+            f"serviceAccount:{scheduler_account}", "--role", ROLE, "--all"] in deleted  # fmt: skip
+    assert things(deleted, "delete") == things(created, "create") - {
+        ("iam", "roles", "dask_cluster_autoscaler")
+    }
+    left = gcloud.state()
+    assert list(left["things"]) == ["iam roles//dask_cluster_autoscaler"]
+    assert left["bindings"] == []
+
+
+def test_autoscale_counts_the_workers_given_per_vm(tmp_path: Path) -> None:
+    """--workers 2 on a 4-vCPU machine type: each worker VM runs 2 workers, and the scheduler
+    counts 2 per VM."""
+    deployment = Deployment(project=PROJECT, image="img", source_ranges=(), worker_vms=1,
+                            autoscale=(0, 3), sizing={"NUM_WORKERS": "2"})  # fmt: skip
+    [scheduler] = unit_commands(deployment, "scheduler", "ExecStart")
+    [worker] = unit_commands(deployment, "worker", "ExecStart")
+    assert ("-e", "AUTOSCALE_WORKERS_PER_VM=2") in pairs(scheduler)
+    assert [a for a in worker if a.startswith("NUM_WORKERS=")] == ["NUM_WORKERS=2"]
+    assert not [a for a in worker if a.startswith("AUTOSCALE")]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--autoscale", "1:4"], "--autoscale"),  # no group to size
+        (["--worker-vms", "5", "--autoscale", "1:4"], "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "2:4"], "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "1:4", "--machine-type", "e2-medium"],
+         "--autoscale"),
+        (["--worker-vms", "1", "--autoscale", "1:4", "--name", "a-cluster-name-21char"], "--name"),
+    ],
+)  # fmt: skip
+def test_autoscale_options_are_refused_first(
+    tmp_path: Path, args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--autoscale without a group to size, a MIN:MAX that does not hold --worker-vms, a machine
+    type whose vCPUs its name does not say (without --workers), a --name too long for the
+    scheduler's own account: one line naming the option, exit 78, nothing written."""
+    assert main([*cluster_args(tmp_path, tmp_path / "none"), *args]) == 78
+    out = capsys.readouterr()
+    assert out.out == "" and len(out.err.strip().splitlines()) == 1
+    assert out.err.startswith(f"dask-tls: {option}:")
+    assert list(tmp_path.glob("ud*")) == []
+    assert main(["gce", "--project", PROJECT, "--autoscale", "1:4", "--resize", "2"]) == 78
+
+
+@pytest.mark.parametrize("bounds", ["4", "4:1", "0:0", "1:1001", "a:b", "1:"])
+def test_autoscale_bounds_must_be_min_max(bounds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """MIN:MAX, 0 <= MIN <= MAX, 1 <= MAX <= 1000: anything else is a usage error that says so."""
+    with pytest.raises(SystemExit) as usage:
+        main([*CLUSTER, "--worker-vms", "1", "--autoscale", bounds])
+    assert usage.value.code == 2
+    assert "is not MIN:MAX worker VMs" in capsys.readouterr().err
+
+
 def things(commands: list[list[str]], action: str) -> set[tuple[str, ...]]:
     """(kind..., name) of what `commands` create or delete; a service account by its ID."""
     found = set()
@@ -800,15 +773,15 @@ def test_delete_never_turns_off_what_the_project_had_on(
         assert "disable" not in words and "--no-enable-private-ip-google-access" not in words
 
 
-@pytest.mark.parametrize("nat", [False, True])
+@pytest.mark.parametrize("more", [[], ["--nat"], ["--autoscale", "1:4"]], ids=str)
 def test_a_second_apply_changes_nothing_and_fails_nowhere(
-    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], nat: bool
+    tmp_path: Path, gcloud: StandInGcloud, capsys: pytest.CaptureFixture[str], more: list[str]
 ) -> None:
     """A second --apply against the stand-in holding the first run's project: every create finds
     its thing there (its describe says so, whatever gcloud's error was; a NAT's is not "already
     exists") and keeps it as it is, one line each; the APIs, Private Google Access and the
-    bindings are set again to what they are; nothing is deleted; exit 0, the project unchanged."""
-    more = ["--nat"] if nat else []
+    bindings are set again to what they are; nothing is deleted; exit 0, the project unchanged
+    (with --nat, and with --autoscale: its custom role and conditional binding too)."""
     assert apply_cluster(tmp_path, *more) == 0
     first = gcloud.state()
     creates = [c for c in gcloud.calls() if "create" in c]
@@ -1116,3 +1089,28 @@ def test_readme_gce_sections_show_what_gce_prints(
     [changes] = [runs for block in many if len(runs := readme_gce_runs(block)) == 2]
     for args, shown in changes:
         assert printed(args) == shown and shown
+
+
+def test_readme_autoscaling_shows_what_gce_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's Autoscaling section: each command it shows is one that its `gce` command
+    prints, and the damping it tabulates is DAMPING's."""
+    from entrypoint.autoscaling.policy import DAMPING
+
+    monkeypatch.chdir(tmp_path)
+    blocks = readme_blocks("Autoscaling")
+    [(args, _)] = readme_gce_runs(blocks[0])
+    assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert blocks[1] and set(blocks[1]) <= set(printed)
+    section = README.read_text().split("\n## Autoscaling\n")[1].split("\n## ")[0]
+    cells = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    rows = {row[0].strip("| "): row[1] for row in cells if row[1].endswith(" s")}
+    assert rows == {
+        "a look at the demand every": f"{DAMPING.interval:g} s",
+        "shrink only down to the most VMs wanted over the last": f"{DAMPING.window:g} s",
+        "no shrink for this long after a growth": f"{DAMPING.after_growth:g} s",
+        "one shrink may spend moving results": f"{DAMPING.retire_budget:g} s",
+    }
+    assert "a quarter of the VMs serving" in section and DAMPING.step == 0.25

@@ -28,8 +28,9 @@ from distributed.comm import registry
 from distributed.security import Security
 
 from entrypoint.cluster import pid1_environment
-from entrypoint.dask_config import DRAIN_TIMEOUT, fixed_config
+from entrypoint.dask_config import AUTOSCALE, DRAIN_TIMEOUT, as_environment, fixed_config
 from entrypoint.preload import drain_on_stop, handshake_timeout, lean_forkserver, revocation
+from entrypoint.settings import Autoscale
 from entrypoint.tools.certs import Issued, issue
 from tests.material import ClusterMaterial
 
@@ -688,3 +689,113 @@ def test_worker_processes_fork_from_the_forkserver_forked_early(
     assert found["worker's parent"] == found["server"] == found["server in use"]
     assert found["tracker in use"] == found["tracker"]
     assert found["same command line"] is True
+
+
+class InProcessVMs:
+    """The stand-in group's instances as in-process workers on the test's event loop: each
+    instance's boot starts WORKERS_PER_VM workers named INSTANCE-0, INSTANCE-1 (as a worker VM's
+    container names them); its halt closes them (a deleted VM's container stops)."""
+
+    WORKERS_PER_VM = 2
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.address = ""
+        self.workers: dict[str, list[Worker]] = {}
+
+    def boot(self, instance: str) -> None:
+        async def start() -> None:
+            names = [f"{instance}-{i}" for i in range(self.WORKERS_PER_VM)]
+            started = [Worker(self.address, nthreads=1, name=n, dashboard=False) for n in names]
+            self.workers[instance] = list(await asyncio.gather(*started))
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(HANG)
+
+    def halt(self, instance: str) -> None:
+        async def stop() -> None:
+            await asyncio.gather(*(w.close(reason="vm-deleted") for w in self.workers[instance]))
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(HANG)
+
+
+def retired_on(started: Scheduler, instances: list[str]) -> dict[str, Any]:
+    """What the stand-in records at deleteInstances: the status of each worker of the instances."""
+    return {
+        str(ws.name): ws.status.name
+        for ws in started.workers.values()
+        if str(ws.name).rsplit("-", 1)[0] in instances
+    }
+
+
+def test_the_scheduler_sizes_its_group_of_worker_vms(
+    cluster_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler given a group of 2-worker VMs (min 1, max 3; the stand-in Compute API on
+    loopback, the VMs in-process workers named after their instance) and short damping: it
+    grows the empty group to its minimum, a burst of tasks grows it to the maximum and no
+    further (resizes upward only); idle, it shrinks back to the minimum by deleteInstances, one VM
+    a step, each VM's workers retired through the scheduler first: every result held across
+    the grown group is still there, the same bytes; no other worker remains."""
+    from tests.compute_stand_in import ManagedGroup, serve
+
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    Found = tuple[dict[Any, bytes], dict[Any, bytes], set[str]]
+
+    async def main(group: ManagedGroup, vms: InProcessVMs) -> Found:
+        async with scheduler() as started:
+            vms.address = started.address
+            group.on_delete = lambda names: retired_on(started, names)
+            async with Client(started.address, security=client_security(cluster_files),
+                              asynchronous=True) as client:  # fmt: skip
+                await client.wait_for_workers(2, timeout=HANG)  # the minimum: 1 VM
+                burst = client.map(nap, [0.2] * 100, pure=False)
+                await poll(lambda: len(started.workers) == 6)
+                futures, before = await results_on(client, list(started.workers), 30)
+                await client.gather(burst)
+                await poll(lambda: len(group.instances) == 1 and group.target_size == 1)
+                after = await client.gather(futures)
+                names = {str(ws.name) for ws in started.workers.values()}
+                await asyncio.gather(
+                    *(w.close() for vm in group.instances for w in vms.workers[vm])
+                )
+                return before, dict(zip(before, after, strict=True)), names
+
+    async def in_loop() -> Found:
+        vms = InProcessVMs(asyncio.get_running_loop())
+        group = ManagedGroup("test-project", "us-central1-a", "g-workers", "g-worker",
+                             boot=vms.boot, halt=vms.halt)  # fmt: skip
+        server, where = serve(group)
+        given = Autoscale(1, 3, group.path, InProcessVMs.WORKERS_PER_VM, where,
+                          f"http://{where}/compute/v1/")  # fmt: skip
+        damping = {"interval": 0.2, "window": 1.5, "after-growth": 1, "retire-budget": HANG}
+        # as the scheduler gets it: DASK_* variables (cluster.child_environment)
+        variables = as_environment(
+            {**given.config(), **{f"{AUTOSCALE}.{k}": v for k, v in damping.items()}}
+        )
+        try:
+            with dask.config.set(dask.config.collect_env(variables)):
+                result = await main(group, vms)
+        finally:
+            server.shutdown()
+        calls.extend(group.calls)
+        remaining.extend(vms.workers)
+        return result
+
+    calls: list[Any] = []
+    remaining: list[str] = []
+    with caplog.at_level(logging.INFO):
+        before, after, names = asyncio.run(asyncio.wait_for(in_loop(), 4 * HANG))
+    assert after == before  # moved, never computed again
+    resized = [c.args for c in calls if c.verb == "resize"]
+    assert resized == [1, 3]  # the minimum, then the maximum at once; never down
+    deletions = [c for c in calls if c.verb == "deleteInstances"]
+    assert [len(c.args) for c in deletions] == [1, 1]  # a VM a step
+    for call in deletions:  # every worker on it retired (not running) before it went
+        assert set(call.seen.values()) == {"closing_gracefully"}, call.seen
+        assert len(call.seen) == InProcessVMs.WORKERS_PER_VM
+    [kept] = set(remaining) - {vm for c in deletions for vm in c.args}
+    assert names == {f"{kept}-0", f"{kept}-1"}
+    assert caplog.text.count("autoscale: retiring ") == 2

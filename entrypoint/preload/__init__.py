@@ -21,10 +21,13 @@ distributed makes the change stop working:
 - viewer_dashboard: a viewer's certificate only reads the HTTP ports (node.py).
 - drain_on_stop: a stop signal to `dask worker` moves its workers' results to other workers
   first, within a budget (cli/dask_worker.py, nanny.py).
+- autoscale: a scheduler given a managed instance group of worker VMs sizes it from its own
+  demand, as deploy/adaptive.py does from a client (entrypoint.autoscaling).
 
 distributed imports a preload while it constructs the server, before it listens on any port or
 builds its HTTP server or handler table: what `install()` changes at import is in place from the
-first connection on. `dask_setup(server)` runs once the server has started.
+first connection on. `dask_setup(server)` runs once the server has started, `dask_teardown(server)`
+as it closes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 from distributed.node import ServerNode
 
 from entrypoint.preload import (
+    autoscale,
     certificate_reload,
     client_versions,
     drain_on_stop,
@@ -58,3 +62,9 @@ def dask_setup(server: ServerNode) -> None:
     revocation.setup(server)
     retire_keeps_nanny.setup(server)
     drain_on_stop.setup(server)
+    autoscale.setup(server)
+
+
+def dask_teardown(server: ServerNode) -> None:
+    """Called by distributed as the server closes."""
+    autoscale.teardown(server)

@@ -6,6 +6,7 @@ scheduler and a managed group the workers. The gcloud commands around it are in 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -14,6 +15,9 @@ from typing import Any
 import yaml
 
 from entrypoint.contract import (
+    AUTOSCALE_GROUP_VAR,
+    AUTOSCALE_VAR,
+    AUTOSCALE_WORKERS_VAR,
     CA_VAR,
     CERT_VAR,
     CRL_VAR,
@@ -26,6 +30,7 @@ from entrypoint.contract import (
     SCRATCH,
     SECRETS_MOUNT,
     UID,
+    WORKERS_VAR,
     file_var,
 )
 from entrypoint.supervisor import longest_stop
@@ -131,10 +136,37 @@ class Deployment:
     nat: bool = False  # a Cloud NAT of the cluster's own instead of Private Google Access
     dns: str = "zonal"  # the project's internal DNS: "zonal" or "global" (projects before 2018)
     spot: bool = False  # the worker VMs (never the scheduler's) are Spot VMs
+    # (MIN, MAX): the scheduler grows and shrinks the worker group within these (None: it never)
+    autoscale: tuple[int, int] | None = None
 
     @property
     def service_account(self) -> str:
         return f"{self.name}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def scheduler_account(self) -> str:
+        """The scheduler VM's service account: an account of its own when it autoscales (the
+        only one that may change the group), else the workers' one."""
+        if self.autoscale is None:
+            return self.service_account
+        return f"{self.scheduler_vm}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def group(self) -> str:
+        """The worker VMs' managed instance group."""
+        return f"{self.name}-workers"
+
+    @property
+    def group_path(self) -> str:
+        return f"projects/{self.project}/zones/{self.zone}/instanceGroupManagers/{self.group}"
+
+    @property
+    def workers_per_vm(self) -> int | None:
+        """The workers each worker VM runs: NUM_WORKERS when given, else its vCPUs as the machine
+        type's name says them (None when it does not)."""
+        if WORKERS_VAR in self.sizing:
+            return int(self.sizing[WORKERS_VAR])
+        return machine_vcpus(self.worker_machine_type or self.machine_type)
 
     @property
     def open_ports_script(self) -> str:
@@ -159,6 +191,16 @@ class Deployment:
     def repository(self) -> Repository | None:
         """The Google repository the image comes from (None: another registry, no credentials)."""
         return google_repository(self.image)
+
+
+def machine_vcpus(machine_type: str) -> int | None:
+    """The vCPUs of a predefined (e2-standard-4, n2-highmem-16, c3-standard-8-lssd) or custom
+    (n2-custom-6-23040) machine type, from its name; None for one whose name does not say it
+    (e2-medium and the other shared-core types)."""
+    found = re.fullmatch(r"[a-z][a-z0-9]*-custom-([0-9]+)-[0-9]+(-ext)?", machine_type) or (
+        re.fullmatch(r"[a-z][a-z0-9]*-[a-z]+-([0-9]+)(-lssd|-metal)?", machine_type)
+    )
+    return int(found[1]) if found and int(found[1]) > 0 else None
 
 
 def worker_stop_timeout() -> int:
@@ -186,11 +228,23 @@ def docker_run(d: Deployment, role: str = "all") -> list[str]:
 def _role_env(d: Deployment, role: str) -> list[str]:
     sizing = [f"{k}={v}" for k, v in d.sizing.items()]
     if role == "scheduler":
-        return [f"{ROLE_VAR}=scheduler"]
+        return [f"{ROLE_VAR}=scheduler", *_autoscale_env(d)]
     if role == "worker":
         address = f"{SCHEDULER_ADDRESS_VAR}=tls://{d.scheduler_host}:{SCHEDULER_PORT}"
+        if d.autoscale and WORKERS_VAR not in d.sizing:  # the number the autoscaler counts on
+            sizing.append(f"{WORKERS_VAR}={d.workers_per_vm}")
         return [f"{ROLE_VAR}=worker", address, f"{DRAIN_VAR}={WORKER_DRAIN}", *sizing]
     return sizing
+
+
+def _autoscale_env(d: Deployment) -> list[str]:
+    """The scheduler's autoscaler: the group it sizes, within MIN:MAX, of VMs of so many
+    workers (settings.Autoscale)."""
+    if d.autoscale is None:
+        return []
+    low, high = d.autoscale
+    return [f"{AUTOSCALE_VAR}={low}:{high}", f"{AUTOSCALE_GROUP_VAR}={d.group_path}",
+            f"{AUTOSCALE_WORKERS_VAR}={d.workers_per_vm}"]  # fmt: skip
 
 
 def fetch_script(d: Deployment) -> str:

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from entrypoint.contract import CLUSTER_PEM, CRL_PEM, DASHBOARD_PORT, SCHEDULER_PORT, WORKERS_VAR
+from entrypoint.contract import (
+    CLUSTER_PEM,
+    CRL_PEM,
+    DASHBOARD_PORT,
+    MAX_VMS,
+    SCHEDULER_PORT,
+    WORKERS_VAR,
+)
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
 from entrypoint.tools.gcloud_apply import Check, Step, apply, printed
@@ -24,6 +31,7 @@ PORTS = f"{SCHEDULER_PORT}/{DASHBOARD_PORT}"
 GCE_NAME = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")
 # a zone: its region (us-central1, europe-west4, northamerica-northeast2), a dash, a letter
 ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z][a-z0-9]*")
+MAX_ACCOUNT_ID = 30  # characters of a service account's ID
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +66,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="the project's internal DNS names (default: zonal; README)")  # fmt: skip
     many.add_argument("--spot", action="store_true",
                       help="worker VMs as Spot VMs (the scheduler VM never is)")  # fmt: skip
+    many.add_argument("--autoscale", type=_bounds, metavar="MIN:MAX",
+                      help="the scheduler grows and shrinks the worker group within MIN:MAX "
+                      "VMs (README, Autoscaling); give it to --delete too")  # fmt: skip
     change = many.add_mutually_exclusive_group()
     change.add_argument("--resize", type=_count(0), metavar="N", help="resize the worker group")
     change.add_argument("--delete", action="store_true", help="delete all that --worker-vms made")
@@ -130,7 +141,7 @@ def gce_deployment(args: argparse.Namespace, many: bool) -> gce.Deployment:
         secrets_dir=args.secrets_dir, container=args.container, ports=tuple(args.ports),
         worker_vms=args.worker_vms or 0, worker_machine_type=args.worker_machine_type or "",
         network=args.network, external_ip=args.external_ip, nat=args.nat, dns=args.dns,
-        spot=args.spot,
+        spot=args.spot, autoscale=args.autoscale,
     )  # fmt: skip
 
 
@@ -165,7 +176,12 @@ def cluster_commands(
         flags += ["--image", args.image]
     same = shlex.join(["gce", "--project", args.project, "--name", args.name, "--zone", args.zone,
                        *flags])  # fmt: skip
-    print(f"resize: {same} --resize N\ndelete: {same} --delete", file=sys.stderr)
+    if deployment.autoscale:  # --delete then takes the scheduler's account and rights back
+        resize = f"the scheduler sizes the group (README, Autoscaling); by hand: {same} --resize N"
+        same += " --autoscale {}:{}".format(*deployment.autoscale)
+    else:
+        resize = f"{same} --resize N"
+    print(f"resize: {resize}\ndelete: {same} --delete", file=sys.stderr)
     print(reach_note(deployment), file=sys.stderr)
     commands = gcloud.cluster(deployment, str(files["scheduler"]), str(files["worker"]), args.certs)
     return [*fresh_project(deployment), *commands], f"{same} --delete --apply"
@@ -218,6 +234,30 @@ def check_fleet_options(args: argparse.Namespace, deployment: gce.Deployment, ma
     if args.spot and not many:
         raise refusal("--spot", "makes the worker VMs Spot, and one VM runs the scheduler too",
                       "give --worker-vms N as well")  # fmt: skip
+    if args.autoscale is not None:
+        check_autoscale(args, deployment)
+
+
+def check_autoscale(args: argparse.Namespace, deployment: gce.Deployment) -> None:
+    """--autoscale MIN:MAX sizes the group --worker-vms N makes (MIN <= N <= MAX) or goes with
+    --delete; the scheduler's account (NAME-scheduler) must be a valid ID; the workers each
+    worker VM runs must be known (--workers, or the machine type's vCPUs)."""
+    low, high = args.autoscale
+    if args.resize is not None or (args.worker_vms is None and not args.delete):
+        raise refusal("--autoscale", "goes with --worker-vms N (to create) or --delete",
+                      "give --worker-vms N, MIN <= N <= MAX")  # fmt: skip
+    if args.worker_vms is not None and not low <= args.worker_vms <= high:
+        raise refusal("--autoscale", f"{low}:{high} does not hold --worker-vms {args.worker_vms}",
+                      "give a MIN:MAX with MIN <= N <= MAX")  # fmt: skip
+    if len(deployment.scheduler_vm) > MAX_ACCOUNT_ID:
+        raise refusal("--name", f"{args.name!r} is too long for the scheduler's own service "
+                      f"account ({deployment.scheduler_vm})",
+                      f"use at most {MAX_ACCOUNT_ID - len('-scheduler')} characters with "
+                      "--autoscale")  # fmt: skip
+    if not args.delete and deployment.workers_per_vm is None:
+        machine = deployment.worker_machine_type or deployment.machine_type
+        raise refusal("--autoscale", f"cannot tell how many workers a {machine} VM runs",
+                      "give --workers N (per VM)")  # fmt: skip
 
 
 def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool) -> str:
@@ -239,6 +279,17 @@ def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool)
         raise refusal("--certs", f"{path} does not name {host} (the workers' way to the "
                           "scheduler)", f"issue it again with: {make}")  # fmt: skip
     return f"{path} names {host}, the workers' way to the scheduler"
+
+
+def _bounds(text: str) -> tuple[int, int]:
+    """MIN:MAX worker VMs: 0 <= MIN <= MAX, 1 <= MAX <= 1000 (what the image accepts)."""
+    low, colon, high = text.partition(":")
+    digits = colon and low.isdigit() and high.isdigit() and (low + high).isascii()
+    if digits and int(low) <= int(high) and 1 <= int(high) <= MAX_VMS:
+        return int(low), int(high)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not MIN:MAX worker VMs, 0 <= MIN <= MAX <= {MAX_VMS}, MAX >= 1 (e.g. 1:4)"
+    )
 
 
 def _count(least: int) -> Callable[[str], int]:

@@ -23,6 +23,13 @@ REGISTRY_SERVICE = "artifactregistry.googleapis.com"
 # the flags that say where a thing is, as its describe command takes them
 LOCATION_FLAGS = ("--project", "--zone", "--region", "--router")
 REGISTRY_READER = "roles/artifactregistry.reader"
+# What the autoscaler does (read the group and its instances; resize it, delete named instances),
+# and no more: compute.instanceGroupManagers.update covers resize and deleteInstances, .get the
+# group and listManagedInstances. Bound to the scheduler's account on that one group only.
+AUTOSCALER_PERMISSIONS = (
+    "compute.instanceGroupManagers.get",
+    "compute.instanceGroupManagers.update",
+)
 
 
 def single_vm(d: Deployment, user_data_file: str, certs: str) -> list[Command]:
@@ -44,15 +51,21 @@ def single_vm(d: Deployment, user_data_file: str, certs: str) -> list[Command]:
 def cluster(
     d: Deployment, scheduler_user_data: str, worker_user_data: str, certs: str
 ) -> list[Command]:
-    """Secrets and their reader; two firewall rules by tag: every TCP port between the cluster's
-    VMs (the workers' and nannies' ports are random) and 8786/8787 from the client ranges to the
-    scheduler only; the scheduler VM; the workers' instance template (Spot VMs with --spot) and
-    managed group."""
-    vm = [*COS, "--network", d.network, "--service-account", d.service_account,
-          "--scopes", "cloud-platform", *([] if d.external_ip else ["--no-address"])]  # fmt: skip
+    """Secrets and their readers (with --autoscale, the scheduler's account of its own, and its
+    right to change the worker group alone); two firewall rules by tag: every TCP port between the
+    cluster's VMs (the workers' and nannies' ports are random) and 8786/8787 from the client
+    ranges to the scheduler only; the scheduler VM; the workers' instance template (Spot VMs with
+    --spot) and managed group."""
+
+    def vm(account: str) -> Command:
+        address = [] if d.external_ip else ["--no-address"]
+        return [*COS, "--network", d.network, "--service-account", account,
+                "--scopes", "cloud-platform", *address]  # fmt: skip
+
     return [
         *_secrets(d, certs),
         *_registry_reader(d),
+        *_autoscaler_role(d),
         ["gcloud", "compute", "firewall-rules", "create", f"{d.name}-internal", *_project(d),
          "--network", d.network, "--direction", "INGRESS", "--allow", "tcp",
          "--source-tags", d.tag, "--target-tags", d.tag],
@@ -60,13 +73,14 @@ def cluster(
          "--network", d.network, "--direction", "INGRESS", "--allow", _dask_ports(d),
          "--source-ranges", ",".join(d.source_ranges), "--target-tags", _scheduler_tag(d)],
         ["gcloud", "compute", "instances", "create", d.scheduler_vm, *_project(d),
-         "--zone", d.zone, "--machine-type", d.machine_type, *vm,
+         "--zone", d.zone, "--machine-type", d.machine_type, *vm(d.scheduler_account),
          "--tags", f"{d.tag},{_scheduler_tag(d)}",
          "--metadata-from-file", f"user-data={scheduler_user_data}"],
         ["gcloud", "compute", "instance-templates", "create", _template(d), *_project(d),
-         "--machine-type", d.worker_machine_type or d.machine_type, *vm, *_spot(d),
+         "--machine-type", d.worker_machine_type or d.machine_type, *vm(d.service_account),
+         *_spot(d),
          "--tags", d.tag, "--metadata-from-file", f"user-data={worker_user_data}"],
-        ["gcloud", "compute", "instance-groups", "managed", "create", _group(d), *_project(d),
+        ["gcloud", "compute", "instance-groups", "managed", "create", d.group, *_project(d),
          "--zone", d.zone, "--template", _template(d), "--size", str(d.worker_vms),
          "--base-instance-name", f"{d.name}-worker"],
     ]  # fmt: skip
@@ -74,7 +88,7 @@ def cluster(
 
 def resize(d: Deployment, worker_vms: int) -> list[Command]:
     return [
-        ["gcloud", "compute", "instance-groups", "managed", "resize", _group(d), *_project(d),
+        ["gcloud", "compute", "instance-groups", "managed", "resize", d.group, *_project(d),
          "--zone", d.zone, "--size", str(worker_vms)],
     ]  # fmt: skip
 
@@ -83,7 +97,7 @@ def delete(d: Deployment) -> list[Command]:
     """Everything `cluster` created, last first. --quiet: gcloud asks nothing."""
     quiet = [*_project(d), "--quiet"]
     return [
-        ["gcloud", "compute", "instance-groups", "managed", "delete", _group(d), *quiet,
+        ["gcloud", "compute", "instance-groups", "managed", "delete", d.group, *quiet,
          "--zone", d.zone],
         ["gcloud", "compute", "instance-templates", "delete", _template(d), *quiet],
         ["gcloud", "compute", "instances", "delete", d.scheduler_vm, *quiet, "--zone", d.zone],
@@ -91,7 +105,9 @@ def delete(d: Deployment) -> list[Command]:
          f"{d.name}-clients", *quiet],
         *(["gcloud", "secrets", "delete", secret, *quiet] for secret in d.secrets.values()),
         *_registry_reader(d, "remove-iam-policy-binding"),
-        ["gcloud", "iam", "service-accounts", "delete", d.service_account, *quiet],
+        *_autoscaler_binding(d, "remove-iam-policy-binding"),
+        *(["gcloud", "iam", "service-accounts", "delete", account, *quiet]
+          for account in _accounts(d)),
     ]  # fmt: skip
 
 
@@ -180,30 +196,66 @@ def _registry_host(image: str) -> str:
     return first if rest and ("." in first or ":" in first or first == "localhost") else ""
 
 
+def _accounts(d: Deployment) -> list[str]:
+    """The VMs' service accounts: one, or with --autoscale the workers' and the scheduler's."""
+    return list(dict.fromkeys((d.service_account, d.scheduler_account)))
+
+
 def _secrets(d: Deployment, certs: str) -> list[Command]:
-    """A service account, the secrets made from the files (never a PEM on a command line) and
-    the account's right to read them."""
-    commands = [["gcloud", "iam", "service-accounts", "create", d.name, *_project(d)]]
+    """The service accounts, the secrets made from the files (never a PEM on a command line) and
+    each account's right to read them."""
+    commands = [["gcloud", "iam", "service-accounts", "create", account.split("@")[0],
+                 *_project(d)] for account in _accounts(d)]  # fmt: skip
     for part, secret in d.secrets.items():
         commands += [
             ["gcloud", "secrets", "create", secret, *_project(d), "--replication-policy",
              "automatic", "--data-file", f"{certs}/{FILES[part]}"],
-            ["gcloud", "secrets", "add-iam-policy-binding", secret, *_project(d),
-             "--member", f"serviceAccount:{d.service_account}",
-             "--role", "roles/secretmanager.secretAccessor"],
+            *(["gcloud", "secrets", "add-iam-policy-binding", secret, *_project(d),
+               "--member", f"serviceAccount:{account}",
+               "--role", "roles/secretmanager.secretAccessor"] for account in _accounts(d)),
         ]  # fmt: skip
     return commands
 
 
 def _registry_reader(d: Deployment, verb: str = "add-iam-policy-binding") -> list[Command]:
-    """The service account's right to pull the image from its Google repository (or, with
+    """Each service account's right to pull the image from its Google repository (or, with
     "remove-iam-policy-binding", its removal); none for an image on another registry."""
     if (repository := d.repository) is None:
         return []
     return [
         ["gcloud", "artifacts", "repositories", verb, repository.name,
          "--project", repository.project, "--location", repository.location,
-         "--member", f"serviceAccount:{d.service_account}", "--role", REGISTRY_READER],
+         "--member", f"serviceAccount:{account}", "--role", REGISTRY_READER]
+        for account in _accounts(d)
+    ]  # fmt: skip
+
+
+def autoscaler_role(d: Deployment) -> str:
+    """The custom role of the autoscaler (an ID of letters, digits and _)."""
+    return f"projects/{d.project}/roles/{d.name.replace('-', '_')}_autoscaler"
+
+
+def _autoscaler_role(d: Deployment) -> list[Command]:
+    """With --autoscale: a custom role of AUTOSCALER_PERMISSIONS alone, and the scheduler's
+    account given it on the worker group alone (an IAM condition on the group's name)."""
+    if d.autoscale is None:
+        return []
+    return [
+        ["gcloud", "iam", "roles", "create", autoscaler_role(d).rsplit("/", 1)[1], *_project(d),
+         "--title", f"{d.name} autoscaler", "--permissions", ",".join(AUTOSCALER_PERMISSIONS),
+         "--stage", "GA"],
+        *_autoscaler_binding(d),
+    ]  # fmt: skip
+
+
+def _autoscaler_binding(d: Deployment, verb: str = "add-iam-policy-binding") -> list[Command]:
+    if d.autoscale is None:
+        return []
+    which = (["--condition", f'expression=resource.name == "{d.group_path}",title={d.group}']
+             if verb == "add-iam-policy-binding" else ["--all"])  # fmt: skip
+    return [
+        ["gcloud", "projects", verb, d.project, "--member", f"serviceAccount:{d.scheduler_account}",
+         "--role", autoscaler_role(d), *which],
     ]  # fmt: skip
 
 
@@ -232,10 +284,6 @@ def _scheduler_tag(d: Deployment) -> str:
 
 def _template(d: Deployment) -> str:
     return f"{d.name}-worker"
-
-
-def _group(d: Deployment) -> str:
-    return f"{d.name}-workers"
 
 
 def _router(d: Deployment) -> str:
