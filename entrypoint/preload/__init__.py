@@ -24,6 +24,9 @@ distributed makes the change stop working:
 - autoscale: a scheduler given a managed instance group of worker VMs sizes it from its own
   demand, as deploy/adaptive.py does from a client (entrypoint.autoscaling).
 
+forked_forkserver lives here too but is not imported by the preload: it must run before `dask
+worker` starts a thread or an event loop, so entrypoint.forks calls it.
+
 distributed imports a preload while it constructs the server, before it listens on any port or
 builds its HTTP server or handler table: what `install()` changes at import is in place from the
 first connection on. `dask_setup(server)` runs once the server has started, `dask_teardown(server)`
