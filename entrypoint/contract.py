@@ -43,6 +43,18 @@ METADATA_HOST = "metadata.google.internal"
 COMPUTE_API = "https://compute.googleapis.com/compute/v1/"
 
 
+def vm_bounds(text: str) -> tuple[int, int]:
+    """MIN:MAX worker VMs (AUTOSCALE, `gce --autoscale`): 0 <= MIN <= MAX, 1 <= MAX <= MAX_VMS.
+    ValueError says which way `text` is not that: "not MIN:MAX" or "out of range"."""
+    bounds = text.split(":")
+    if len(bounds) != 2 or not all(b.isdigit() and b.isascii() for b in bounds):
+        raise ValueError("not MIN:MAX")
+    minimum, maximum = (int(b) for b in bounds)
+    if not (0 <= minimum <= maximum and 1 <= maximum <= MAX_VMS):
+        raise ValueError("out of range")
+    return minimum, maximum
+
+
 def file_var(name: str) -> str:
     """The variable naming a file that holds `name`'s value: DASK_CLUSTER_KEY_FILE."""
     return f"{name}_FILE"

@@ -38,6 +38,7 @@ from entrypoint.contract import (
     THREADS_VAR,
     WORKERS_VAR,
     file_var,
+    vm_bounds,
 )
 from entrypoint.dask_config import AUTOSCALE, TLS_MIN_VERSION, lookup, overriding, variable
 from entrypoint.errors import ConfigError
@@ -230,13 +231,13 @@ def _autoscale(environ: Mapping[str, str], role: str) -> Autoscale | None:
                 name, "is not set, and AUTOSCALE needs it",
                 f"set all of {', '.join(given)} (gce --autoscale renders them)",
             )  # fmt: skip
-    bounds = given[AUTOSCALE_VAR].split(":")
-    fix = f"set MIN:MAX worker VMs, 0 <= MIN <= MAX, 1 <= MAX <= {MAX_VMS} (e.g. 1:4)"
-    if len(bounds) != 2 or not all(b.isdigit() and b.isascii() for b in bounds):
-        raise ConfigError(AUTOSCALE_VAR, f"{given[AUTOSCALE_VAR][:20]!r} is not MIN:MAX", fix)
-    minimum, maximum = (int(b) for b in bounds)
-    if not (0 <= minimum <= maximum and 1 <= maximum <= MAX_VMS):
-        raise ConfigError(AUTOSCALE_VAR, f"{given[AUTOSCALE_VAR][:20]!r} is out of range", fix)
+    try:
+        minimum, maximum = vm_bounds(given[AUTOSCALE_VAR])
+    except ValueError as wrong:
+        raise ConfigError(
+            AUTOSCALE_VAR, f"{given[AUTOSCALE_VAR][:20]!r} is {wrong}",
+            f"set MIN:MAX worker VMs, 0 <= MIN <= MAX, 1 <= MAX <= {MAX_VMS} (e.g. 1:4)",
+        ) from None  # fmt: skip
     group = given[AUTOSCALE_GROUP_VAR]
     if not GROUP_PATH.fullmatch(group):
         raise ConfigError(AUTOSCALE_GROUP_VAR, f"{group[:80]!r} is not a zonal group's path",

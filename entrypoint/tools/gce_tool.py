@@ -19,6 +19,7 @@ from entrypoint.contract import (
     MAX_VMS,
     SCHEDULER_PORT,
     WORKERS_VAR,
+    vm_bounds,
 )
 from entrypoint.errors import EXIT_CONFIG, ToolError
 from entrypoint.tools import certs, gce, gcloud
@@ -283,13 +284,12 @@ def check_certificates(deployment: gce.Deployment, directory: Path, apply: bool)
 
 def _bounds(text: str) -> tuple[int, int]:
     """MIN:MAX worker VMs: 0 <= MIN <= MAX, 1 <= MAX <= 1000 (what the image accepts)."""
-    low, colon, high = text.partition(":")
-    digits = colon and low.isdigit() and high.isdigit() and (low + high).isascii()
-    if digits and int(low) <= int(high) and 1 <= int(high) <= MAX_VMS:
-        return int(low), int(high)
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not MIN:MAX worker VMs, 0 <= MIN <= MAX <= {MAX_VMS}, MAX >= 1 (e.g. 1:4)"
-    )
+    try:
+        return vm_bounds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not MIN:MAX worker VMs, 0 <= MIN <= MAX <= {MAX_VMS}, MAX >= 1 (e.g. 1:4)"
+        ) from None
 
 
 def _count(least: int) -> Callable[[str], int]:
